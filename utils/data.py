@@ -1,0 +1,296 @@
+"""Verified data -> uint8 tensors on the device -> batches drawn by index -> batched augmentation.
+
+BloodMNIST comes from the official ``bloodmnist.npz``: looked for in ``--data-root`` (default
+``data/``), then in the folder named by ``MEDMNIST_MIRROR``, else downloaded with ``medmnist``.
+Its MD5 is checked against ``medmnist.INFO`` on every load, and a bad file is never touched.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DEFAULT_DATA_ROOT = Path("data")
+AUGMENT_LEVELS = ("none", "basic", "full")
+
+
+class DataIntegrityError(RuntimeError):
+    """A data file exists but is not the one we expect."""
+
+
+def md5sum(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_md5(path: Path, expected: str) -> str:
+    actual = md5sum(path)
+    if actual != expected:
+        raise DataIntegrityError(
+            f"{path}: MD5 is {actual}, expected {expected}. The file is damaged or not the official "
+            f"release. It was left untouched: move or delete it yourself, then run again to download "
+            f"a fresh copy, or pass --data-root to a folder holding the official file.")
+    return actual
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits held as uint8 tensors
+
+
+@dataclass
+class ImageSplit:
+    """One split: uint8 images N x 3 x H x W and int64 labels N, on one device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device) -> "ImageSplit":
+        return ImageSplit(self.images.to(device), self.labels.to(device))
+
+    def subset(self, n: int | None, seed: int = 0) -> "ImageSplit":
+        """A stratified random subset of about ``n`` images (all of them when n is None or larger)."""
+        if n is None or n >= len(self):
+            return self
+        labels = self.labels.cpu().numpy()
+        rng = np.random.default_rng(seed)
+        classes, counts = np.unique(labels, return_counts=True)
+        per_class = np.maximum(1, np.round(counts / counts.sum() * n).astype(int))
+        keep = np.concatenate([rng.choice(np.flatnonzero(labels == c), k, replace=False)
+                               for c, k in zip(classes, per_class)])
+        index = torch.as_tensor(np.sort(keep), device=self.labels.device)
+        return ImageSplit(self.images[index], self.labels[index])
+
+
+@dataclass
+class ImageDataset:
+    name: str
+    class_names: list[str]
+    splits: dict[str, ImageSplit]
+    source: str
+    md5: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.splits["train"].images.shape[-1])
+
+    def class_counts(self, split: str = "train") -> list[int]:
+        return torch.bincount(self.splits[split].labels.cpu(), minlength=self.num_classes).tolist()
+
+    def to(self, device) -> "ImageDataset":
+        return ImageDataset(self.name, self.class_names, {k: v.to(device) for k, v in self.splits.items()},
+                            self.source, self.md5, self.extra)
+
+
+# ---------------------------------------------------------------------------------------------
+# BloodMNIST
+
+
+def bloodmnist_info() -> dict:
+    import medmnist
+    return medmnist.INFO["bloodmnist"]
+
+
+def find_bloodmnist(data_root: str | Path = DEFAULT_DATA_ROOT, download: bool = True) -> Path:
+    """Path of a verified ``bloodmnist.npz``: data_root, then $MEDMNIST_MIRROR, then a download."""
+    expected = bloodmnist_info()["MD5"]
+    data_root = Path(data_root)
+    candidates = [data_root / "bloodmnist.npz"]
+    if os.environ.get("MEDMNIST_MIRROR"):
+        candidates.append(Path(os.environ["MEDMNIST_MIRROR"]) / "bloodmnist.npz")
+    for path in candidates:
+        if path.is_file():
+            verify_md5(path, expected)
+            return path
+    if not download:
+        raise FileNotFoundError(f"bloodmnist.npz is not in {data_root} nor in $MEDMNIST_MIRROR; "
+                                f"run with download enabled or copy the official file there")
+    import medmnist
+    data_root.mkdir(parents=True, exist_ok=True)
+    medmnist.BloodMNIST(split="train", root=str(data_root), download=True, size=28)
+    path = data_root / "bloodmnist.npz"
+    verify_md5(path, expected)
+    return path
+
+
+def load_bloodmnist(data_root: str | Path = DEFAULT_DATA_ROOT, device="cpu") -> ImageDataset:
+    path = find_bloodmnist(data_root)
+    info = bloodmnist_info()
+    with np.load(path) as npz:
+        splits = {split: ImageSplit(
+            torch.from_numpy(npz[f"{split}_images"]).permute(0, 3, 1, 2).contiguous(),
+            torch.from_numpy(npz[f"{split}_labels"].reshape(-1).astype(np.int64)))
+            for split in ("train", "val", "test")}
+    names = [info["label"][str(i)] for i in range(len(info["label"]))]
+    return ImageDataset("bloodmnist", names, splits, str(path), info["MD5"]).to(device)
+
+
+DATASETS = {"bloodmnist": load_bloodmnist}
+
+
+def load_dataset(name: str, data_root: str | Path = DEFAULT_DATA_ROOT, device="cpu") -> ImageDataset:
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name](data_root, device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Class imbalance helpers
+
+
+def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights normalised so that a balanced set would get all ones."""
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    return counts.sum() / (num_classes * counts.clamp(min=1))
+
+
+def balanced_sample_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-sample weights that make every class equally likely to be drawn."""
+    return class_weights(labels, num_classes)[labels]
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches drawn on the device
+
+
+class DeviceLoader:
+    """Yields (float images in [0, 1], labels) batches from a device-resident ``ImageSplit``.
+
+    Indices are drawn on the split's device with ``generator``; augmentation works on whole
+    batches with torch ops, so nothing crosses between host and device inside an epoch.
+    """
+
+    def __init__(self, split: ImageSplit, batch_size: int, shuffle: bool = False, augment: str = "none",
+                 generator: torch.Generator | None = None, sample_weights: torch.Tensor | None = None,
+                 drop_last: bool = False, channels_last: bool = False):
+        if augment not in AUGMENT_LEVELS:
+            raise ValueError(f"augment must be one of {AUGMENT_LEVELS}, got {augment!r}")
+        self.split, self.batch_size, self.shuffle, self.augment = split, batch_size, shuffle, augment
+        self.generator, self.sample_weights, self.drop_last = generator, sample_weights, drop_last
+        self.channels_last = channels_last
+
+    def __len__(self) -> int:
+        n = len(self.split)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        n, device = len(self.split), self.split.labels.device
+        if self.sample_weights is not None:
+            order = torch.multinomial(self.sample_weights, n, replacement=True, generator=self.generator)
+        elif self.shuffle:
+            order = torch.randperm(n, device=device, generator=self.generator)
+        else:
+            order = torch.arange(n, device=device)
+        for i in range(len(self)):
+            index = order[i * self.batch_size:(i + 1) * self.batch_size]
+            images = self.split.images[index].float().div_(255)
+            if self.augment != "none":
+                images = augment_batch(images, self.augment, self.generator)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield images, self.split.labels[index]
+
+
+# ---------------------------------------------------------------------------------------------
+# Batched augmentation
+
+
+def _uniform(n: int, low: float, high: float, like: torch.Tensor, generator) -> torch.Tensor:
+    return torch.rand(n, device=like.device, generator=generator) * (high - low) + low
+
+
+def random_dihedral(x: torch.Tensor, generator=None) -> torch.Tensor:
+    """Random flips and 90-degree rotations per image: cell and tissue images have no 'up'."""
+    n = x.shape[0]
+    flip = torch.rand(n, device=x.device, generator=generator) < 0.5
+    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    turns = torch.randint(0, 4, (n,), device=x.device, generator=generator).view(-1, 1, 1, 1)
+    out = x
+    for k in (1, 2, 3):
+        out = torch.where(turns == k, torch.rot90(x, k, dims=(-2, -1)), out)
+    return out
+
+
+def random_affine(x: torch.Tensor, generator=None, degrees: float = 15.0, scale=(0.9, 1.1),
+                  translate: float = 0.08) -> torch.Tensor:
+    """Small rotation, scale and shift for the whole batch through one affine_grid/grid_sample."""
+    n = x.shape[0]
+    angle = _uniform(n, -degrees, degrees, x, generator) * math.pi / 180
+    s = _uniform(n, *scale, x, generator)
+    tx, ty = (_uniform(n, -2 * translate, 2 * translate, x, generator) for _ in range(2))
+    cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def color_jitter(x: torch.Tensor, generator=None, brightness: float = 0.2, contrast: float = 0.2,
+                 saturation: float = 0.2, hue: float = 0.04) -> torch.Tensor:
+    """Brightness, contrast, saturation and hue jitter per image, in one pass of batched torch ops.
+    Hue is a rotation of the chroma plane in YIQ space (``hue`` is a fraction of a full turn)."""
+    n = x.shape[0]
+    shape = (n, 1, 1, 1)
+    x = x * _uniform(n, 1 - brightness, 1 + brightness, x, generator).view(shape)
+    gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+    c = _uniform(n, 1 - contrast, 1 + contrast, x, generator).view(shape)
+    x = (x - gray.mean((2, 3), keepdim=True)) * c + gray.mean((2, 3), keepdim=True)
+    gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+    s = _uniform(n, 1 - saturation, 1 + saturation, x, generator).view(shape)
+    x = gray + (x - gray) * s
+    angle = _uniform(n, -hue, hue, x, generator) * 2 * math.pi
+    to_yiq = _RGB_TO_YIQ.to(x.device, x.dtype)
+    yiq = torch.einsum("ij,njhw->nihw", to_yiq, x)
+    cos, sin = torch.cos(angle).view(-1, 1, 1), torch.sin(angle).view(-1, 1, 1)
+    i, q = yiq[:, 1] * cos - yiq[:, 2] * sin, yiq[:, 1] * sin + yiq[:, 2] * cos
+    yiq = torch.stack([yiq[:, 0], i, q], 1)
+    x = torch.einsum("ij,njhw->nihw", torch.linalg.inv(to_yiq), yiq)
+    return x.clamp_(0, 1)
+
+
+def augment_batch(x: torch.Tensor, level: str, generator=None) -> torch.Tensor:
+    """none: identity; basic: flips + 90-degree rotations; full: basic + small affine + colour jitter."""
+    if level == "none":
+        return x
+    if level not in AUGMENT_LEVELS:
+        raise ValueError(f"augment must be one of {AUGMENT_LEVELS}, got {level!r}")
+    x = random_dihedral(x, generator)
+    if level == "full":
+        x = color_jitter(random_affine(x, generator), generator)
+    return x
+
+
+def main():
+    """`python -m utils.data`: find and verify the data, print where it is and its MD5."""
+    import argparse
+    import json
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--dataset", default="bloodmnist", choices=sorted(DATASETS))
+    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
+    args = parser.parse_args()
+    data = load_dataset(args.dataset, args.data_root)
+    print(json.dumps({"dataset": data.name, "path": data.source, "md5": data.md5,
+                      "splits": {k: len(v) for k, v in data.splits.items()},
+                      "classes": data.class_names}))
+
+
+if __name__ == "__main__":
+    main()

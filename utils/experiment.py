@@ -1,0 +1,155 @@
+"""One run = one JSON file (+ checkpoint + predictions), cached by the hash of its resolved config.
+
+``run_training`` is what the CLI and the notebooks call; re-running with the same config returns
+the stored result in seconds unless ``force`` (or ``FORCE=1``) asks for a retrain.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .data import DEFAULT_DATA_ROOT, ImageDataset, load_dataset
+from .metrics import classification_metrics
+from .models import accepts_kwarg, build_model, count_parameters, save_checkpoint
+from .profiles import default_device, get_profile
+from .recipes import train_config
+from .training import FitResult, TrainConfig, fit, predict_proba, resolve_amp
+
+RESULTS_ROOT = Path("results")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "utils"],
+                               cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def count_flops(model: torch.nn.Module, image_size: int) -> int:
+    """FLOPs of one forward pass on one image (torch.utils.flop_counter: a multiply-add = 2 FLOPs)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.rand(1, 3, image_size, image_size, device=device))
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def config_hash(record: dict) -> str:
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def peak_memory(device: torch.device) -> tuple[int, str]:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "cuda_max_memory_allocated"
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "process_max_rss"
+
+
+def evaluate_split(model, data: ImageDataset, split: str, cfg: TrainConfig) -> tuple[dict, np.ndarray]:
+    device = data.splits[split].labels.device
+    probs = predict_proba(model, data.splits[split].images, amp_dtype=resolve_amp(cfg.amp, device),
+                          channels_last=cfg.channels_last).cpu().numpy()
+    labels = data.splits[split].labels.cpu().numpy()
+    return classification_metrics(labels, probs, data.class_names), probs
+
+
+def prepare_data(dataset: str, profile, data_root, device, seed: int = 0) -> ImageDataset:
+    data = load_dataset(dataset, data_root, device="cpu")
+    data.splits = {"train": data.splits["train"].subset(profile.train_limit, seed),
+                   **{k: v.subset(profile.eval_limit, seed) for k, v in data.splits.items() if k != "train"}}
+    return data.to(device)
+
+
+def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = None, seed: int = 0,
+                 out: str | Path = RESULTS_ROOT / "runs", data_root: str | Path = DEFAULT_DATA_ROOT,
+                 resume: bool = True, force: bool | None = None, model_kwargs: dict | None = None,
+                 tag: str | None = None, data: ImageDataset | None = None, **overrides) -> dict:
+    """Train ``model`` with its recipe for ``dataset`` under ``profile`` and write
+    ``<out>/<run>.json``, ``<out>/<run>.pt`` (best-on-validation checkpoint) and ``<out>/<run>.npz``
+    (val/test probabilities). ``overrides`` change TrainConfig fields (ablations)."""
+    prof = get_profile(profile)
+    device = default_device()
+    cfg = train_config(model, dataset, prof, seed=seed, **overrides)
+    model_kwargs = dict(model_kwargs or {})
+    for key in ("dropout", "drop_path"):
+        value = getattr(cfg, key)
+        if value is not None and accepts_kwarg(model, key):
+            model_kwargs[key] = value
+    identity = {"model": model, "dataset": dataset, "profile": prof.name, "config": cfg.to_dict(),
+                "model_kwargs": model_kwargs}
+    run_name = f"{tag or model}-{dataset}-{prof.name}-s{seed}-{config_hash(identity)}"
+    out = Path(out)
+    json_path, ckpt_path, state_path = out / f"{run_name}.json", out / f"{run_name}.pt", out / f"{run_name}.state.pt"
+    force = bool(int(os.environ.get("FORCE", "0"))) if force is None else force
+    if json_path.is_file() and not force:
+        return json.loads(json_path.read_text())
+
+    started = time.time()
+    data = data if data is not None else prepare_data(dataset, prof, data_root, device, seed)
+    torch.manual_seed(seed)
+    net = build_model(model, data.num_classes, **model_kwargs)
+    params, flops = count_parameters(net), count_flops(net, data.image_size)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    result: FitResult = fit(net, data, cfg, state_path=state_path, resume=resume and not force,
+                            desc=run_name)
+    net.load_state_dict(result.best_state)
+    val_metrics, val_probs = evaluate_split(net, data, "val", cfg)
+    test_metrics, test_probs = evaluate_split(net, data, "test", cfg)
+    peak_bytes, peak_kind = peak_memory(device)
+
+    record = {
+        "run": run_name, **identity, "seed": seed, "tag": tag,
+        "device": device_name(device), "torch_version": torch.__version__, "git_commit": git_commit(),
+        "python": platform.python_version(), "params": params, "flops": flops,
+        "image_size": data.image_size, "class_names": data.class_names,
+        "data": {"source": Path(data.source).name, "md5": data.md5,
+                 "n": {k: len(v) for k, v in data.splits.items()}},
+        "train_seconds": result.train_seconds, "wall_seconds": time.time() - started,
+        "peak_memory_bytes": peak_bytes, "peak_memory_kind": peak_kind, "amp_dtype": result.amp_dtype,
+        "best_epoch": result.best_epoch, "epochs_run": len(result.history), "history": result.history,
+        "val": val_metrics, "test": test_metrics,
+        "checkpoint": str(ckpt_path), "predictions": str(out / f"{run_name}.npz"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    meta = {"dataset": dataset, "class_names": data.class_names, "input_size": data.image_size,
+            "profile": prof.name, "seed": seed, "run": run_name, "config": cfg.to_dict(),
+            "val": {k: val_metrics[k] for k in ("acc", "auc", "macro_f1", "ece")},
+            "test": {k: test_metrics[k] for k in ("acc", "auc", "macro_f1", "ece")}}
+    save_checkpoint(ckpt_path, net, meta)
+    np.savez_compressed(out / f"{run_name}.npz", val_probs=val_probs.astype(np.float32),
+                        val_labels=data.splits["val"].labels.cpu().numpy(),
+                        test_probs=test_probs.astype(np.float32),
+                        test_labels=data.splits["test"].labels.cpu().numpy())
+    json_path.write_text(json.dumps(record, indent=1))
+    # The run is complete and its checkpoint written: the resumable training state is ours to drop.
+    state_path.unlink(missing_ok=True)
+    return record
+
+
+def load_results(folder: str | Path = RESULTS_ROOT / "runs", **match) -> list[dict]:
+    """All run records in ``folder`` whose top-level fields equal ``match`` (e.g. model=..., profile=...)."""
+    records = [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
+    return [r for r in records if all(r.get(k) == v for k, v in match.items())]

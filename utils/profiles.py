@@ -1,0 +1,47 @@
+"""Run profiles, resolved here and nowhere else.
+
+``PROFILE`` = smoke | cpu | full (default: full on CUDA, cpu otherwise).
+- smoke: a few hundred images, 1 epoch: seconds, for tests and nbval.
+- cpu:   all data, epochs cut so one model trains in about 10 minutes on 2 CPU cores.
+- full:  the paper recipe (50 epochs), meant for a GPU.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+PROFILE_NAMES = ("smoke", "cpu", "full")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    train_limit: int | None   # images drawn (stratified) from train; None = all
+    eval_limit: int | None    # images drawn from val and test; None = all
+    epochs: int | None        # None = the recipe's (full) or utils.recipes.CPU_EPOCHS (cpu)
+    seeds: tuple[int, ...]    # seeds for multi-seed studies
+
+
+PROFILES = {
+    "smoke": Profile("smoke", train_limit=384, eval_limit=256, epochs=1, seeds=(0,)),
+    "cpu": Profile("cpu", train_limit=None, eval_limit=None, epochs=None, seeds=(0,)),
+    "full": Profile("full", train_limit=None, eval_limit=None, epochs=None, seeds=(0, 1, 2)),
+}
+
+
+def default_profile_name() -> str:
+    return "full" if torch.cuda.is_available() else "cpu"
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The named profile, else $PROFILE, else the device default."""
+    name = name or os.environ.get("PROFILE") or default_profile_name()
+    if name not in PROFILES:
+        raise ValueError(f"PROFILE must be one of {', '.join(PROFILE_NAMES)}, got {name!r}")
+    return PROFILES[name]
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

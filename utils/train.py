@@ -1,0 +1,36 @@
+"""`python -m utils.train --model NAME --dataset bloodmnist --profile P [--seed S] [--data-root DIR]
+[--out DIR] [--resume] [--force]`: train one model, write <out>/<run>.json and <out>/<run>.pt,
+print a one-line JSON summary."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from .data import DATASETS, DEFAULT_DATA_ROOT
+from .experiment import RESULTS_ROOT, run_training
+from .models import MODEL_NAMES
+from .profiles import PROFILE_NAMES
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m utils.train", description=__doc__)
+    parser.add_argument("--model", required=True, choices=MODEL_NAMES)
+    parser.add_argument("--dataset", default="bloodmnist", choices=sorted(DATASETS))
+    parser.add_argument("--profile", choices=PROFILE_NAMES, help="default: $PROFILE, else full on CUDA, cpu otherwise")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
+    parser.add_argument("--out", default=str(RESULTS_ROOT / "runs"))
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its state file")
+    parser.add_argument("--force", action="store_true", help="retrain even if a result with this config exists")
+    args = parser.parse_args(argv)
+    record = run_training(args.model, args.dataset, args.profile, args.seed, args.out, args.data_root,
+                          resume=args.resume, force=args.force)
+    print(json.dumps({"run": record["run"], "json": f"{args.out}/{record['run']}.json",
+                      "checkpoint": record["checkpoint"], "params": record["params"], "flops": record["flops"],
+                      "train_seconds": round(record["train_seconds"], 2),
+                      "val_acc": record["val"]["acc"], "test_acc": record["test"]["acc"],
+                      "test_auc": record["test"]["auc"]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+"""The training engine: ``TrainConfig`` and ``fit``.
+
+Data stays on the device; the step loop has no host-device copies and no ``.item()`` syncs
+(losses and hits accumulate on the device and are read once per epoch). Every epoch writes a
+resumable state file; ``fit(..., resume=True)`` continues from it and reaches the same weights.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from .data import DeviceLoader, ImageDataset, balanced_sample_weights, class_weights
+from .metrics import one_vs_rest_auc
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50
+    batch_size: int = 128
+    optimizer: str = "adamw"          # adamw | sgd
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9             # sgd only
+    schedule: str = "cosine"          # cosine (with warmup) | onecycle | step | constant
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    dropout: float | None = None      # None = the model's default
+    drop_path: float | None = None    # stochastic depth; None = the model's default
+    augment: str = "full"             # none | basic | full
+    amp: str = "auto"                 # auto | bf16 | fp16 | off
+    channels_last: bool = True
+    compile: bool = False
+    ema_decay: float = 0.0            # 0 = no weight EMA
+    early_stop_patience: int = 0      # epochs without validation gain; 0 = off
+    select_metric: str = "acc"        # validation metric that picks the best epoch: acc | auc
+    loss: str = "ce"                  # ce | focal
+    focal_gamma: float = 2.0
+    class_weighted: bool = False
+    balanced_sampling: bool = False
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class FitResult:
+    history: list[dict]
+    best_state: dict
+    best_epoch: int
+    best_metric: float
+    train_seconds: float
+    amp_dtype: str
+    ema_used: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """auto: bf16 on CUDA when supported, else fp16; fp32 on CPU, which measured faster there
+    than CPU bf16 autocast for these small convnets (see README)."""
+    if amp == "off":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        return torch.float16
+    if amp != "auto":
+        raise ValueError(f"amp must be auto | bf16 | fp16 | off, got {amp!r}")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def focal_loss(logits, target, gamma: float, weight=None, label_smoothing: float = 0.0):
+    """Focal loss (Lin et al., 2017) on top of (weighted, smoothed) cross-entropy."""
+    ce = F.cross_entropy(logits, target, weight=weight, reduction="none", label_smoothing=label_smoothing)
+    p_true = torch.softmax(logits.float(), 1).gather(1, target[:, None]).squeeze(1)
+    return ((1 - p_true) ** gamma * ce).mean()
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on norms and biases, as in the EfficientNet and timm recipes.
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    raise ValueError(f"optimizer must be adamw | sgd, got {cfg.optimizer!r}")
+
+
+def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """All schedules step once per batch."""
+    total = cfg.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler
+    if cfg.schedule == "cosine":
+        warmup = min(total - 1, int(cfg.warmup_epochs * steps_per_epoch))
+        cosine = sched.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup))
+        if warmup == 0:
+            return cosine
+        return sched.SequentialLR(optimizer, [sched.LinearLR(optimizer, 0.01, 1.0, warmup), cosine], [warmup])
+    if cfg.schedule == "onecycle":
+        return sched.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
+    if cfg.schedule == "step":
+        return sched.StepLR(optimizer, step_size=max(1, total // 3), gamma=0.1)
+    if cfg.schedule == "constant":
+        return sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    raise ValueError(f"schedule must be cosine | onecycle | step | constant, got {cfg.schedule!r}")
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 1024,
+                  amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> torch.Tensor:
+    """Softmax probabilities (float32, on the images' device) for uint8 images N x 3 x H x W."""
+    model.eval()
+    device = images.device
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size].float().div_(255)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_context(device, amp_dtype):
+            out.append(torch.softmax(model(x).float(), 1))
+    return torch.cat(out)
+
+
+def _validation_metrics(model, split, cfg, amp_dtype) -> dict:
+    probs = predict_proba(model, split.images, amp_dtype=amp_dtype, channels_last=cfg.channels_last)
+    labels = split.labels
+    loss = F.cross_entropy(probs.clamp_min(1e-12).log(), labels).item()
+    acc = (probs.argmax(1) == labels).float().mean().item()
+    y, p = labels.cpu().numpy(), probs.cpu().numpy().astype(np.float64)
+    auc = one_vs_rest_auc(y, p) if len(np.unique(y)) == p.shape[1] else float("nan")
+    return {"val_loss": loss, "val_acc": acc, "val_auc": auc}
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def fit(model: nn.Module, data: ImageDataset, cfg: TrainConfig, state_path: str | Path | None = None,
+        resume: bool = False, stop_after_epochs: int | None = None, progress: bool | None = None,
+        desc: str = "train") -> FitResult:
+    """Train ``model`` on ``data.splits['train']``, select the best epoch on ``data.splits['val']``.
+
+    ``state_path`` gets a full training state after every epoch (model, optimiser, schedule,
+    scaler, EMA, RNG and history); with ``resume=True`` training continues from it.
+    ``stop_after_epochs`` ends this call early (an interrupted session) without finishing the run.
+    """
+    device = data.splits["train"].labels.device
+    seed_everything(cfg.seed)
+    amp_dtype = resolve_amp(cfg.amp, device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device)
+    train_split, val_split = data.splits["train"], data.splits["val"]
+
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    sample_weights = (balanced_sample_weights(train_split.labels, data.num_classes)
+                      if cfg.balanced_sampling else None)
+    loader = DeviceLoader(train_split, cfg.batch_size, shuffle=True, augment=cfg.augment, generator=generator,
+                          sample_weights=sample_weights, drop_last=len(train_split) > cfg.batch_size,
+                          channels_last=cfg.channels_last)
+    loss_weight = class_weights(train_split.labels, data.num_classes).to(device) if cfg.class_weighted else None
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, len(loader))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) \
+        if cfg.ema_decay > 0 else None
+    step_model = torch.compile(model) if cfg.compile else model
+
+    history: list[dict] = []
+    best = {"metric": -math.inf, "epoch": -1, "state": None}
+    start_epoch, elapsed = 0, 0.0
+    state_path = Path(state_path) if state_path else None
+    if resume and state_path and state_path.is_file():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        generator.set_state(state["generator"].cpu() if device.type == "cuda" else state["generator"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu())
+        history, best, start_epoch, elapsed = state["history"], state["best"], state["epoch"], state["elapsed"]
+
+    quiet = bool(os.environ.get("CI")) if progress is None else not progress
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, disable=quiet, leave=False, initial=start_epoch,
+               total=cfg.epochs)
+    patience_left = cfg.early_stop_patience
+    for epoch in bar:
+        t0 = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        hits = torch.zeros((), device=device)
+        seen = 0
+        for images, labels in loader:
+            with autocast_context(device, amp_dtype):
+                logits = step_model(images)
+                if cfg.loss == "focal":
+                    loss = focal_loss(logits, labels, cfg.focal_gamma, loss_weight, cfg.label_smoothing)
+                else:
+                    loss = F.cross_entropy(logits, labels, weight=loss_weight, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            loss_sum += loss.detach().float() * len(labels)
+            hits += (logits.detach().argmax(1) == labels).sum()
+            seen += len(labels)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed += time.perf_counter() - t0
+        eval_model = ema.module if ema is not None else model
+        row = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": hits.item() / seen,
+               "lr": optimizer.param_groups[0]["lr"], "seconds": elapsed}
+        row.update(_validation_metrics(eval_model, val_split, cfg, amp_dtype))
+        history.append(row)
+        metric = row[f"val_{cfg.select_metric}"]
+        if metric > best["metric"]:
+            best = {"metric": metric, "epoch": epoch + 1,
+                    "state": {k: v.detach().clone() for k, v in eval_model.state_dict().items()}}
+            patience_left = cfg.early_stop_patience
+        else:
+            patience_left -= 1
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{row['val_acc']:.4f}")
+        stop_early = cfg.early_stop_patience > 0 and patience_left <= 0
+        if state_path:
+            state_path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                          "ema": ema.state_dict() if ema is not None else None,
+                          "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                          "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+                          "history": history, "best": best, "epoch": epoch + 1, "elapsed": elapsed,
+                          "config": cfg.to_dict(), "finished": stop_early or epoch + 1 == cfg.epochs},
+                         state_path)
+        if stop_early:
+            break
+        if stop_after_epochs is not None and epoch + 1 - start_epoch >= stop_after_epochs:
+            break
+    bar.close()
+    return FitResult(history, best["state"], best["epoch"], best["metric"], elapsed,
+                     str(amp_dtype).replace("torch.", "") if amp_dtype else "float32", ema is not None)
