@@ -16,7 +16,7 @@ DATASET_CHANGES: dict[str, dict] = {"bloodmnist": {}}
 # cpu profile: epochs that fit about 10 minutes on 2 cores at 28x28, from measured seconds per
 # epoch (python -m utils.bench --epoch-times; see README).
 CPU_EPOCHS = {
-    "simple_cnn": 30, "resnet18": 3, "efficientnet_lite0": 8, "deep_efficientnet": 6,
+    "simple_cnn": 30, "resnet18": 3, "efficientnet_lite0": 8, "deep_efficientnet": 5,
     "efficientnet_b0": 9, "efficientnet_b0_se": 7, "efficientnet_b0_cbam": 6, "efficientnet_b0_msff": 6,
 }
 
