@@ -77,8 +77,8 @@ def evaluate_split(model, data: ImageDataset, split: str, cfg: TrainConfig) -> t
 
 def prepare_data(dataset: str, profile, data_root, device, seed: int = 0) -> ImageDataset:
     data = load_dataset(dataset, data_root, device="cpu")
-    data.splits = {"train": data.splits["train"].subset(profile.train_limit, seed),
-                   **{k: v.subset(profile.eval_limit, seed) for k, v in data.splits.items() if k != "train"}}
+    data.splits = {**data.splits, "train": data.splits["train"].subset(profile.train_limit, seed),
+                   "val": data.splits["val"].subset(profile.val_limit, seed)}
     return data.to(device)
 
 
@@ -106,7 +106,7 @@ def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = 
     if json_path.is_file() and not force:
         return json.loads(json_path.read_text())
 
-    started = time.time()
+    started, commit = time.time(), git_commit()
     data = data if data is not None else prepare_data(dataset, prof, data_root, device, seed)
     torch.manual_seed(seed)
     net = build_model(model, data.num_classes, **model_kwargs)
@@ -122,7 +122,7 @@ def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = 
 
     record = {
         "run": run_name, **identity, "seed": seed, "tag": tag,
-        "device": device_name(device), "torch_version": torch.__version__, "git_commit": git_commit(),
+        "device": device_name(device), "torch_version": torch.__version__, "git_commit": commit,
         "python": platform.python_version(), "params": params, "flops": flops,
         "image_size": data.image_size, "class_names": data.class_names,
         "data": {"source": Path(data.source).name, "md5": data.md5,

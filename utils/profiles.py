@@ -1,7 +1,7 @@
 """Run profiles, resolved here and nowhere else.
 
 ``PROFILE`` = smoke | cpu | full (default: full on CUDA, cpu otherwise).
-- smoke: a few hundred images, 1 epoch: seconds, for tests and nbval.
+- smoke: a few hundred train/val images, 1 epoch: seconds, for tests and nbval (test stays whole).
 - cpu:   all data, epochs cut so one model trains in about 10 minutes on 2 CPU cores.
 - full:  the paper recipe (50 epochs), meant for a GPU.
 """
@@ -19,15 +19,15 @@ PROFILE_NAMES = ("smoke", "cpu", "full")
 class Profile:
     name: str
     train_limit: int | None   # images drawn (stratified) from train; None = all
-    eval_limit: int | None    # images drawn from val and test; None = all
+    val_limit: int | None     # images drawn (stratified) from val; None = all. Test is always whole.
     epochs: int | None        # None = the recipe's (full) or utils.recipes.CPU_EPOCHS (cpu)
     seeds: tuple[int, ...]    # seeds for multi-seed studies
 
 
 PROFILES = {
-    "smoke": Profile("smoke", train_limit=384, eval_limit=256, epochs=1, seeds=(0,)),
-    "cpu": Profile("cpu", train_limit=None, eval_limit=None, epochs=None, seeds=(0,)),
-    "full": Profile("full", train_limit=None, eval_limit=None, epochs=None, seeds=(0, 1, 2)),
+    "smoke": Profile("smoke", train_limit=384, val_limit=256, epochs=1, seeds=(0,)),
+    "cpu": Profile("cpu", train_limit=None, val_limit=None, epochs=None, seeds=(0,)),
+    "full": Profile("full", train_limit=None, val_limit=None, epochs=None, seeds=(0, 1, 2)),
 }
 
 
