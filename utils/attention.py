@@ -64,11 +64,10 @@ class CBAM(nn.Module):
 
 
 class MultiScaleFusion(nn.Module):
-    """Fuse feature maps of several stages into one map at the coarsest stage's resolution.
+    """Fuse feature maps of several stages into one map.
 
-    Each input is projected by a 1x1 convolution, average-pooled to the last input's size, and the
-    concatenation is mixed by another 1x1 convolution. The output keeps spatial extent, so Grad-CAM
-    can target it.
+    Each input is projected by a 1x1 convolution and resized to the middle input's resolution;
+    the concatenation is mixed by another 1x1 convolution.
     """
 
     def __init__(self, in_channels: list[int], out_channels: int, act_layer: type[nn.Module] = nn.SiLU):
@@ -82,8 +81,15 @@ class MultiScaleFusion(nn.Module):
             nn.BatchNorm2d(out_channels), act_layer())
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        size = features[-1].shape[-2:]
-        projected = [F.adaptive_avg_pool2d(p(f), size) for p, f in zip(self.projections, features)]
+        # Fuse at the middle input's resolution: finer maps are average-pooled down, coarser ones
+        # upsampled, so the fused map keeps spatial extent (4x4 for B0 at 28x28) for Grad-CAM.
+        size = features[len(features) // 2].shape[-2:]
+        projected = []
+        for project, f in zip(self.projections, features):
+            f = project(f)
+            f = F.adaptive_avg_pool2d(f, size) if f.shape[-1] >= size[-1] else F.interpolate(
+                f, size=size, mode="bilinear", align_corners=False)
+            projected.append(f)
         return self.mix(torch.cat(projected, dim=1))
 
 

@@ -175,7 +175,9 @@ class EfficientNet(ImageClassifier):
             self.cam_layer = "fusion"
         else:
             self.fusion = None
-            self.cam_layer = f"stages.{len(stages) - 1}"
+            # The last stage with total stride <= 8 still has a 4x4 map at 28x28 for Grad-CAM.
+            strides = torch.tensor([s.stride for s in stages]).cumprod(0) * stem_stride
+            self.cam_layer = f"stages.{int((strides <= 8).nonzero().max())}"
         self.head_conv = Conv2dNormActivation(c_in, head_channels, 1, norm_layer=norm_layer,
                                               activation_layer=act_layer)
         self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),

@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from utils.models import (MODEL_NAMES, build_model, count_parameters, load_checkpoint, lite0_weight_mapping,
+                          lite0_weights_path, save_checkpoint)
+
+# Parameter counts for 8 classes; a change here is a change of architecture and must be deliberate.
+PARAMS = {
+    "simple_cnn": 288_488, "resnet18": 11_172_936, "efficientnet_lite0": 3_381_256,
+    "deep_efficientnet": 1_820_850, "efficientnet_b0": 3_381_256, "efficientnet_b0_se": 4_017_796,
+    "efficientnet_b0_cbam": 4_010_056, "efficientnet_b0_msff": 3_534_324,
+}
+
+
+def test_registry_has_the_required_models():
+    assert set(PARAMS) <= set(MODEL_NAMES)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_shapes_gradients_and_parameter_counts(name):
+    torch.manual_seed(0)
+    model = build_model(name, 8)
+    assert count_parameters(model) == PARAMS[name]
+    for size in (28, 64):
+        out = model(torch.rand(2, 3, size, size))
+        assert out.shape == (2, 8) and torch.isfinite(out).all()
+    out.sum().backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not dead, f"parameters without gradient: {dead[:5]}"
+    # Grad-CAM needs a target layer that keeps spatial extent at 28x28.
+    feats = {}
+    model.cam_target_layer().register_forward_hook(lambda m, i, o: feats.setdefault("o", o))
+    model.eval()(torch.rand(1, 3, 28, 28))
+    assert feats["o"].shape[-1] >= 4
+
+
+def test_deep_efficientnet_matches_its_specification():
+    model = build_model("deep_efficientnet", 8)
+    assert 1.5e6 <= count_parameters(model) <= 2.2e6
+    assert [stage[-1].project[0].out_channels for stage in model.stages] == [16, 24, 40, 80]
+    attention = [type(stage[0].attention).__name__ for stage in model.stages]
+    assert attention == ["Identity", "Identity", "SqueezeExcite", "SqueezeExcite"]
+    assert model.classifier[2].p == 0.3
+    rates = [b.drop_path.p for s in model.stages for b in s if hasattr(b.drop_path, "p")]
+    assert rates and max(rates) > 0.15
+
+
+def test_lite0_imagenet_weights_map_every_backbone_weight():
+    source = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+    model = build_model("efficientnet_lite0", 8, pretrained=True)
+    mapping = lite0_weight_mapping(model)
+    assert set(source) - set(mapping.values()) == {"_fc.weight", "_fc.bias"}
+    state = model.state_dict()
+    for ours, theirs in mapping.items():
+        assert state[ours].shape == source[theirs].shape
+        assert torch.equal(state[ours], source[theirs])
+    assert set(state) - set(mapping) == {"mean", "std", "classifier.3.weight", "classifier.3.bias"}
+
+
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("efficientnet_b0_cbam", 8, dropout=0.1).eval()
+    x = torch.rand(3, 3, 28, 28)
+    path = save_checkpoint(tmp_path / "m.pt", model, {"dataset": "bloodmnist", "input_size": 28})
+    loaded, meta = load_checkpoint(path)
+    assert meta == {"dataset": "bloodmnist", "input_size": 28}
+    assert loaded.model_name == "efficientnet_b0_cbam"
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_missing_checkpoint_error_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.pt"):
+        load_checkpoint(tmp_path / "nothing.pt")
+
+
+def test_unknown_model_lists_the_choices():
+    with pytest.raises(KeyError, match="deep_efficientnet"):
+        build_model("vgg99", 8)
