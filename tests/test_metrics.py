@@ -62,3 +62,15 @@ def test_bootstrap_interval_brackets_the_accuracy():
     low, high = bootstrap_accuracy_ci(labels, pred)
     acc = (pred == labels).mean()
     assert low < acc < high and high - low < 0.04
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    from utils.metrics import apply_temperature, fit_temperature
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 4000)
+    calibrated = _probs(labels, 4, seed=2, skill=1.5)
+    overconfident = apply_temperature(calibrated, 0.5)  # sharpen: T=0.5 makes it overconfident
+    t = fit_temperature(overconfident, labels)
+    assert t == pytest.approx(2.0, rel=0.1)
+    assert expected_calibration_error(labels, apply_temperature(overconfident, t)) < \
+        expected_calibration_error(labels, overconfident)

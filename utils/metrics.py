@@ -75,3 +75,28 @@ def classification_metrics(y_true, probs, class_names: list[str] | None = None,
     if bootstrap:
         out["acc_ci95"] = list(bootstrap_accuracy_ci(y_true, y_pred))
     return out
+
+
+def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature scaling (Guo et al., 2017): the T > 0 that minimises validation NLL of
+    softmax(log p / T). Works from stored probabilities, whose logs are logits up to a constant."""
+    import torch
+    logits = torch.log(torch.as_tensor(probs, dtype=torch.float64).clamp_min(1e-12))
+    target = torch.as_tensor(labels, dtype=torch.long)
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits / log_t.exp(), target)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.exp())
+
+
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    logits = np.log(np.clip(probs, 1e-12, None)) / temperature
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
