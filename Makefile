@@ -11,12 +11,22 @@ export MEDMNIST_MIRROR ?= $(SHARED_DATA)
 endif
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all test venv data train bench
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-all: venv data train
+.PHONY: all test venv data train notebooks bench
 
+# The main job: every notebook executed in order, in place, in the resolved profile.
+all: venv data notebooks
+
+# Unit tests, then every notebook under nbval, all in the smoke profile (outputs to build/smoke/).
 test: venv data
 	PROFILE=smoke $(PY) -m pytest -q tests
+	PROFILE=smoke $(PY) -m pytest -q --nbval-lax $(NOTEBOOKS)
+
+notebooks: venv data
+	for nb in $(NOTEBOOKS); do \
+	  $(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 $$nb || exit 1; \
+	done
 
 venv: $(VENV)/.installed
 
@@ -29,7 +39,7 @@ $(VENV)/.installed: requirements.txt
 data: venv
 	$(PY) -m utils.data
 
-# The main job: DeepEfficientNet in the resolved profile ($$PROFILE, else full on CUDA, cpu otherwise).
+# DeepEfficientNet alone in the resolved profile ($$PROFILE, else full on CUDA, cpu otherwise).
 train: venv data
 	$(PY) -m utils.train --model deep_efficientnet --dataset bloodmnist
 

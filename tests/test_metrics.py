@@ -67,9 +67,11 @@ def test_bootstrap_interval_brackets_the_accuracy():
 def test_temperature_scaling_recovers_a_known_temperature():
     from utils.metrics import apply_temperature, fit_temperature
     rng = np.random.default_rng(0)
-    labels = rng.integers(0, 4, 4000)
-    calibrated = _probs(labels, 4, seed=2, skill=1.5)
-    overconfident = apply_temperature(calibrated, 0.5)  # sharpen: T=0.5 makes it overconfident
+    logits = rng.normal(scale=2.0, size=(8000, 4))
+    calibrated = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    # Labels drawn from the probabilities make them calibrated by construction.
+    labels = np.array([rng.choice(4, p=p) for p in calibrated])
+    overconfident = apply_temperature(calibrated, 0.5)
     t = fit_temperature(overconfident, labels)
     assert t == pytest.approx(2.0, rel=0.1)
     assert expected_calibration_error(labels, apply_temperature(overconfident, t)) < \

@@ -21,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .data import DEFAULT_DATA_ROOT, ImageDataset, load_dataset
 from .metrics import classification_metrics
 from .models import accepts_kwarg, build_model, count_parameters, save_checkpoint
-from .profiles import default_device, get_profile
+from .profiles import default_device, get_profile, output_dir
 from .recipes import train_config
 from .training import FitResult, TrainConfig, fit, predict_proba, resolve_amp
 
@@ -83,7 +83,7 @@ def prepare_data(dataset: str, profile, data_root, device, seed: int = 0) -> Ima
 
 
 def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = None, seed: int = 0,
-                 out: str | Path = RESULTS_ROOT / "runs", data_root: str | Path = DEFAULT_DATA_ROOT,
+                 out: str | Path | None = None, data_root: str | Path = DEFAULT_DATA_ROOT,
                  resume: bool = True, force: bool | None = None, model_kwargs: dict | None = None,
                  tag: str | None = None, data: ImageDataset | None = None, **overrides) -> dict:
     """Train ``model`` with its recipe for ``dataset`` under ``profile`` and write
@@ -100,7 +100,7 @@ def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = 
     identity = {"model": model, "dataset": dataset, "profile": prof.name, "config": cfg.to_dict(),
                 "model_kwargs": model_kwargs}
     run_name = f"{tag or model}-{dataset}-{prof.name}-s{seed}-{config_hash(identity)}"
-    out = Path(out)
+    out = Path(out) if out else output_dir("results") / "runs"
     json_path, ckpt_path, state_path = out / f"{run_name}.json", out / f"{run_name}.pt", out / f"{run_name}.state.pt"
     force = bool(int(os.environ.get("FORCE", "0"))) if force is None else force
     if json_path.is_file() and not force:

@@ -93,7 +93,7 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
         return loss
 
     optimizer.step(closure)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:

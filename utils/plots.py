@@ -10,7 +10,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-FIGURES = Path("figures")
 
 
 def short_names(class_names: list[str]) -> list[str]:
@@ -18,8 +17,9 @@ def short_names(class_names: list[str]) -> list[str]:
     return [n.split("(")[0].strip() for n in class_names]
 
 
-def save_figure(fig, name: str, folder: str | Path = FIGURES) -> Path:
-    folder = Path(folder)
+def save_figure(fig, name: str, folder: str | Path | None = None) -> Path:
+    from .profiles import output_dir
+    folder = Path(folder) if folder else output_dir("figures")
     folder.mkdir(parents=True, exist_ok=True)
     fig.savefig(folder / f"{name}.png", dpi=150, bbox_inches="tight")
     fig.savefig(folder / f"{name}.pdf", bbox_inches="tight")
@@ -127,3 +127,66 @@ def plot_image_grid(images: list[np.ndarray], titles: list[str], columns: int = 
         ax.imshow(img)
         ax.set_title(title, fontsize=6)
     return fig
+
+
+def architecture_rows(model, image_size: int = 28) -> list[dict]:
+    """One row per EfficientNet stage, read off the module itself: blocks, kernel, channels,
+    attention, output resolution and parameters."""
+    import torch
+    shapes = {}
+    hooks = [s.register_forward_hook(lambda m, i, o, k=k: shapes.__setitem__(k, tuple(o.shape)))
+             for k, s in enumerate(model.stages)]
+    model.eval()(torch.rand(1, 3, image_size, image_size))
+    for h in hooks:
+        h.remove()
+    rows = [{"stage": "stem", "blocks": 1, "kernel": model.stem[0].kernel_size[0],
+             "channels": model.stem[0].out_channels, "attention": "-", "params": sum(p.numel() for p in model.stem.parameters()),
+             "resolution": None}]
+    for k, stage in enumerate(model.stages):
+        block = stage[0]
+        rows.append({"stage": f"MBConv stage {k + 1}", "blocks": len(stage),
+                     "kernel": block.depthwise[0].kernel_size[0], "channels": block.project[0].out_channels,
+                     "attention": {"Identity": "-", "SqueezeExcite": "SE", "CBAM": "CBAM"}[type(block.attention).__name__],
+                     "params": sum(p.numel() for p in stage.parameters()), "resolution": shapes[k][-1]})
+    rows.append({"stage": "head (1x1 conv, pool, dropout, linear)", "blocks": 1, "kernel": 1,
+                 "channels": model.head_conv[0].out_channels, "attention": "-",
+                 "params": sum(p.numel() for p in model.head_conv.parameters()) +
+                 sum(p.numel() for p in model.classifier.parameters()), "resolution": 1})
+    return rows
+
+
+def plot_architecture(rows: list[dict], title: str = ""):
+    """Boxes whose height follows log(channels) and width the block count, annotated."""
+    fig, ax = plt.subplots(figsize=(11, 3.2))
+    x = 0.0
+    for r in rows:
+        width = 0.6 + 0.25 * r["blocks"]
+        height = np.log2(r["channels"]) / np.log2(1280)
+        colour = {"SE": "#e07b39", "CBAM": "#7b39e0"}.get(r["attention"], "#3978e0")
+        ax.add_patch(matplotlib.patches.FancyBboxPatch((x, (1 - height) / 2), width, height,
+                                                       boxstyle="round,pad=0.02", fc=colour, alpha=0.75))
+        res = f"{r['resolution']}x{r['resolution']}" if r["resolution"] else ""
+        ax.text(x + width / 2, 0.5, f"{r['stage'].split(' (')[0]}\n{r['blocks']}x k{r['kernel']}\n"
+                f"{r['channels']} ch\n{res}\n{r['attention'] if r['attention'] != '-' else ''}",
+                ha="center", va="center", fontsize=7, color="white")
+        x += width + 0.15
+    ax.set_xlim(-0.1, x)
+    ax.set_ylim(0, 1)
+    ax.axis("off")
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def plot_cam_panel(images, cams: dict, examples: dict, class_names: list[str], correct: bool, limit: int = 12):
+    """Rows of (image, one overlay per CAM method) for the correct or the wrong predictions."""
+    from .explain import overlay
+    names = short_names(class_names)
+    chosen = [i for i, ok in enumerate(examples["correct"]) if bool(ok) == correct][:limit]
+    tiles, titles = [], []
+    for i in chosen:
+        tiles.append(images[i].permute(1, 2, 0).numpy())
+        titles.append(f"{names[examples['true'][i]]}\n-> {names[examples['pred'][i]]}")
+        for method, maps in cams.items():
+            tiles.append(overlay(images[i], maps[i]))
+            titles.append(method)
+    return plot_image_grid(tiles, titles, columns=3 * (1 + len(cams)))

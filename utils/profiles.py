@@ -45,3 +45,10 @@ def get_profile(name: str | None = None) -> Profile:
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def output_dir(kind: str) -> "Path":
+    """Where ``figures`` or ``results`` go: the repository's folders, except in the smoke profile,
+    whose throw-away outputs go to build/smoke/ so they never overwrite real results."""
+    from pathlib import Path
+    return Path("build/smoke") / kind if get_profile().name == "smoke" else Path(kind)

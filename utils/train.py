@@ -7,7 +7,7 @@ import argparse
 import json
 
 from .data import DATASETS, DEFAULT_DATA_ROOT
-from .experiment import RESULTS_ROOT, run_training
+from .experiment import run_training
 from .models import MODEL_NAMES
 from .profiles import PROFILE_NAMES
 
@@ -19,13 +19,13 @@ def main(argv=None):
     parser.add_argument("--profile", choices=PROFILE_NAMES, help="default: $PROFILE, else full on CUDA, cpu otherwise")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
-    parser.add_argument("--out", default=str(RESULTS_ROOT / "runs"))
+    parser.add_argument("--out", help="default: results/runs (build/smoke/results/runs in the smoke profile)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its state file")
     parser.add_argument("--force", action="store_true", help="retrain even if a result with this config exists")
     args = parser.parse_args(argv)
     record = run_training(args.model, args.dataset, args.profile, args.seed, args.out, args.data_root,
                           resume=args.resume, force=args.force)
-    print(json.dumps({"run": record["run"], "json": f"{args.out}/{record['run']}.json",
+    print(json.dumps({"run": record["run"], "json": record["checkpoint"].replace(".pt", ".json"),
                       "checkpoint": record["checkpoint"], "params": record["params"], "flops": record["flops"],
                       "train_seconds": round(record["train_seconds"], 2),
                       "val_acc": record["val"]["acc"], "test_acc": record["test"]["acc"],

@@ -1,0 +1,123 @@
+"""Small analyses the notebooks show: tables, calibration, mistakes, CAM examples, ROAD."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import ImageDataset
+from .metrics import apply_temperature, expected_calibration_error, fit_temperature, reliability_curve
+
+
+def write_result(relative_path: str, payload: dict) -> Path:
+    """Write ``payload`` as JSON under the profile's results folder (see ``profiles.output_dir``)."""
+    from .profiles import output_dir
+    path = output_dir("results") / relative_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1, default=float) + "\n")
+    return path
+
+
+def class_balance_table(data: ImageDataset) -> dict:
+    counts = {s: data.class_counts(s) for s in data.splits}
+    lines = [f"{'class':<24}" + "".join(f"{s:>8}" for s in counts) + f"{'train %':>9}"]
+    total = sum(counts["train"])
+    for c, name in enumerate(data.class_names):
+        lines.append(f"{name.split('(')[0].strip():<24}" + "".join(f"{counts[s][c]:>8}" for s in counts)
+                     + f"{100 * counts['train'][c] / total:>8.1f}%")
+    return {"counts": counts, "imbalance_ratio": max(counts["train"]) / min(counts["train"]),
+            "text": "\n".join(lines)}
+
+
+def channel_statistics(data: ImageDataset) -> dict:
+    out = {}
+    for split, s in data.splits.items():
+        x = s.images.float() / 255
+        out[split] = {"mean": x.mean((0, 2, 3)).tolist(), "std": x.std((0, 2, 3)).tolist()}
+    return out
+
+
+def closest_lookalikes(data: ImageDataset, class_a: str, class_b: str, n: int = 8) -> dict:
+    """Training images of ``class_a`` and ``class_b`` whose mean colour is closest to the other
+    class's mean colour: n/2 of each, interleaved."""
+    index = {name.split("(")[0].strip(): i for i, name in enumerate(data.class_names)}
+    a, b = index[class_a], index[class_b]
+    split = data.splits["train"]
+    colour = (split.images.float() / 255).mean((2, 3))
+    picks = []
+    for mine, other in ((a, b), (b, a)):
+        members = torch.nonzero(split.labels == mine).squeeze(1)
+        target = colour[split.labels == other].mean(0)
+        distance = (colour[members] - target).norm(dim=1)
+        picks.append(members[distance.argsort()[: n // 2]].tolist())
+    return {"images": [i for pair in zip(*picks) for i in pair]}
+
+
+def per_class_table(per_class: dict) -> str:
+    lines = [f"{'class':<24}{'precision':>10}{'recall':>8}{'F1':>8}{'n':>6}"]
+    for name, m in per_class.items():
+        lines.append(f"{name.split('(')[0].strip():<24}{m['precision']:>10.3f}{m['recall']:>8.3f}"
+                     f"{m['f1']:>8.3f}{m['support']:>6}")
+    return "\n".join(lines)
+
+
+def load_predictions(record: dict) -> dict:
+    with np.load(record["predictions"]) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def calibration_study(record: dict) -> dict:
+    """Temperature fitted on validation probabilities, applied to test: ECE and reliability before/after."""
+    p = load_predictions(record)
+    temperature = fit_temperature(p["val_probs"], p["val_labels"])
+    scaled = apply_temperature(p["test_probs"], temperature)
+    return {"temperature": temperature,
+            "ece_before": expected_calibration_error(p["test_labels"], p["test_probs"]),
+            "ece_after": expected_calibration_error(p["test_labels"], scaled),
+            "curves": {"before": reliability_curve(p["test_labels"], p["test_probs"]),
+                       f"after (T={temperature:.2f})": reliability_curve(p["test_labels"], scaled)}}
+
+
+def most_confident_mistakes(record: dict, n: int = 16) -> dict:
+    p = load_predictions(record)
+    probs, labels = p["test_probs"], p["test_labels"]
+    pred = probs.argmax(1)
+    wrong = np.flatnonzero(pred != labels)
+    order = wrong[np.argsort(-probs[wrong].max(1))][:n]
+    return {"index": order.tolist(), "true": labels[order].tolist(), "pred": pred[order].tolist(),
+            "confidence": probs[order].max(1).tolist()}
+
+
+def cam_examples(record: dict, per_class: int = 3, seed: int = 0) -> dict:
+    """Test indices with up to ``per_class`` correct and ``per_class`` wrong predictions per true class."""
+    p = load_predictions(record)
+    labels, pred = p["test_labels"], p["test_probs"].argmax(1)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in np.unique(labels):
+        for ok in (True, False):
+            pool = np.flatnonzero((labels == c) & ((pred == labels) == ok))
+            chosen += rng.choice(pool, min(per_class, len(pool)), replace=False).tolist()
+    chosen = np.array(chosen)
+    return {"index": chosen.tolist(), "true": labels[chosen].tolist(), "pred": pred[chosen].tolist(),
+            "correct": (pred[chosen] == labels[chosen]).tolist()}
+
+
+def road_study(model, data: ImageDataset, record: dict, n: int = 256, seed: int = 0,
+               percentiles=(20, 40, 60, 80)) -> dict:
+    """Mean ROAD combined score of GradCAM, GradCAM++ and a random map on ``n`` test images,
+    explaining the predicted class."""
+    from .explain import compute_cams, road_scores
+    p = load_predictions(record)
+    rng = np.random.default_rng(seed)
+    index = np.sort(rng.choice(len(p["test_labels"]), min(n, len(p["test_labels"])), replace=False))
+    images = data.splits["test"].images[torch.as_tensor(index)].float() / 255
+    classes = p["test_probs"][index].argmax(1).tolist()
+    maps = {m: compute_cams(model, images, classes, m) for m in ("gradcam", "gradcam++")}
+    maps["random"] = rng.random((len(index),) + tuple(images.shape[-2:])).astype(np.float32)
+    scores = {m: road_scores(model, images, cams, classes, percentiles) for m, cams in maps.items()}
+    return {"n": int(len(index)), "percentiles": list(percentiles),
+            "mean": {m: float(s.mean()) for m, s in scores.items()},
+            "std": {m: float(s.std()) for m, s in scores.items()}}

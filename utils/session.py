@@ -1,0 +1,28 @@
+"""What produced a notebook's outputs: printed by every notebook's first code cell."""
+from __future__ import annotations
+
+import platform
+
+import torch
+
+from .data import DEFAULT_DATA_ROOT, find_bloodmnist, md5sum
+from .experiment import device_name, git_commit
+from .profiles import default_device, get_profile
+
+
+def describe_session(data_root=DEFAULT_DATA_ROOT) -> dict:
+    import medmnist
+    import pytorch_grad_cam  # noqa: F401
+    import sklearn
+    import torchvision
+    from importlib.metadata import version
+    path = find_bloodmnist(data_root)
+    info = {
+        "profile": get_profile().name, "device": device_name(default_device()), "git_commit": git_commit(),
+        "python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "medmnist": medmnist.__version__, "scikit-learn": sklearn.__version__, "grad-cam": version("grad-cam"),
+        "data": str(path.name), "data_md5": md5sum(path),
+    }
+    for k, v in info.items():
+        print(f"{k:>13}: {v}")
+    return info
