@@ -139,9 +139,10 @@ def architecture_rows(model, image_size: int = 28) -> list[dict]:
     model.eval()(torch.rand(1, 3, image_size, image_size))
     for h in hooks:
         h.remove()
+    stem_resolution = -(-image_size // model.stem[0].stride[0])
     rows = [{"stage": "stem", "blocks": 1, "kernel": model.stem[0].kernel_size[0],
-             "channels": model.stem[0].out_channels, "attention": "-", "params": sum(p.numel() for p in model.stem.parameters()),
-             "resolution": None}]
+             "channels": model.stem[0].out_channels, "attention": "-",
+             "params": sum(p.numel() for p in model.stem.parameters()), "resolution": stem_resolution}]
     for k, stage in enumerate(model.stages):
         block = stage[0]
         rows.append({"stage": f"MBConv stage {k + 1}", "blocks": len(stage),
@@ -160,13 +161,14 @@ def plot_architecture(rows: list[dict], title: str = ""):
     fig, ax = plt.subplots(figsize=(11, 3.2))
     x = 0.0
     for r in rows:
-        width = 0.6 + 0.25 * r["blocks"]
+        width = 0.9 + 0.25 * r["blocks"]
         height = np.log2(r["channels"]) / np.log2(1280)
         colour = {"SE": "#e07b39", "CBAM": "#7b39e0"}.get(r["attention"], "#3978e0")
         ax.add_patch(matplotlib.patches.FancyBboxPatch((x, (1 - height) / 2), width, height,
                                                        boxstyle="round,pad=0.02", fc=colour, alpha=0.75))
         res = f"{r['resolution']}x{r['resolution']}" if r["resolution"] else ""
-        ax.text(x + width / 2, 0.5, f"{r['stage'].split(' (')[0]}\n{r['blocks']}x k{r['kernel']}\n"
+        label = r["stage"].split(" (")[0].replace("MBConv stage ", "stage ")
+        ax.text(x + width / 2, 0.5, f"{label}\n{r['blocks']}x k{r['kernel']}\n"
                 f"{r['channels']} ch\n{res}\n{r['attention'] if r['attention'] != '-' else ''}",
                 ha="center", va="center", fontsize=7, color="white")
         x += width + 0.15
