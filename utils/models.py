@@ -234,16 +234,18 @@ def efficientnet_lite0(num_classes, pretrained: bool = False, **kw):
 
 
 @register("deep_efficientnet")
-def deep_efficientnet(num_classes, repeats=(1, 2, 4, 16), dropout: float = 0.3, drop_path: float = 0.2, **kw):
+def deep_efficientnet(num_classes, repeats=(1, 2, 4, 16), se: bool = True, dropout: float = 0.3,
+                      drop_path: float = 0.2, **kw):
     """DeepEfficientNet: EfficientNet-B0 MBConv stages 1-4 (16/24/40/80 channels) with
     Squeeze-and-Excitation only in stages 3-4, global average pooling, dropout 0.3, a linear head
     and stochastic depth. It is deep where it is cheap: B0 repeats stage 3 twice and stage 4 three
     times; here they run 4 and 16 blocks at 7x7 and 4x4 (for a 28x28 input with the stride-1 stem),
-    which gives about 1.8M parameters while the high-resolution stages stay as in B0."""
+    which gives about 1.8M parameters while the high-resolution stages stay as in B0.
+    ``se=False`` removes the SE blocks (the ablation)."""
     stages = tuple(StageSpec(s.expand_ratio, s.kernel_size, s.stride, s.channels, n)
                    for s, n in zip(B0_STAGES[:4], repeats))
-    return EfficientNet(num_classes, stages, ("none", "none", "se", "se"), dropout=dropout,
-                        drop_path=drop_path, **kw)
+    attention = ("none", "none", "se", "se") if se else ("none",) * 4
+    return EfficientNet(num_classes, stages, attention, dropout=dropout, drop_path=drop_path, **kw)
 
 
 @register("efficientnet_b0")

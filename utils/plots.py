@@ -192,3 +192,24 @@ def plot_cam_panel(images, cams: dict, examples: dict, class_names: list[str], c
             tiles.append(overlay(images[i], maps[i]))
             titles.append(method)
     return plot_image_grid(tiles, titles, columns=3 * (1 + len(cams)))
+
+
+def plot_metric_bars(rows: list[dict], metric: str = "val_acc", baseline: str | None = None,
+                     title: str = ""):
+    """Horizontal bars of a metric's seed mean with standard-deviation error bars; with ``baseline``,
+    the difference from that row (in percentage points)."""
+    base = next((r[f"{metric}_mean"] for r in rows if r["name"] == baseline), 0.0) if baseline else 0.0
+    names = [r["name"] for r in rows]
+    values = [100 * (r[f"{metric}_mean"] - base) for r in rows]
+    errors = [100 * r[f"{metric}_std"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(rows) + 1.2))
+    ax.barh(names, values, xerr=errors, color=["#e07b39" if n == baseline else "#3978e0" for n in names],
+            capsize=3)
+    ax.invert_yaxis()
+    label = metric.replace("_", " ")
+    ax.set_xlabel(f"{label} - {baseline} (points)" if baseline else f"{label} (%)")
+    if not baseline:
+        low = min(v - e for v, e in zip(values, errors))
+        ax.set_xlim(max(0, low - 2), 100)
+    ax.set_title(title, fontsize=9)
+    return fig
