@@ -15,8 +15,10 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
 .PHONY: all test venv data train notebooks bench
 
-# The main job: every notebook executed in order, in place, in the resolved profile.
+# The main job: every notebook executed in order, in place, in the resolved profile, then the
+# README's results table regenerated from results/.
 all: venv data notebooks
+	$(PY) -m utils.report
 
 # Unit tests, then every notebook under nbval, all in the smoke profile (outputs to build/smoke/).
 test: venv data

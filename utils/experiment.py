@@ -77,8 +77,9 @@ def evaluate_split(model, data: ImageDataset, split: str, cfg: TrainConfig) -> t
 
 def prepare_data(dataset: str, profile, data_root, device, seed: int = 0) -> ImageDataset:
     data = load_dataset(dataset, data_root, device="cpu")
-    data.splits = {**data.splits, "train": data.splits["train"].subset(profile.train_limit, seed),
-                   "val": data.splits["val"].subset(profile.val_limit, seed)}
+    data.splits = {"train": data.splits["train"].subset(profile.train_limit, seed),
+                   "val": data.splits["val"].subset(profile.val_limit, seed),
+                   "test": data.splits["test"].subset(profile.test_limit, seed)}
     return data.to(device)
 
 

@@ -1,7 +1,7 @@
 """Run profiles, resolved here and nowhere else.
 
 ``PROFILE`` = smoke | cpu | full (default: full on CUDA, cpu otherwise).
-- smoke: a few hundred train/val images, 1 epoch: seconds, for tests and nbval (test stays whole).
+- smoke: a few hundred images of each split, 1 epoch: seconds, for tests and nbval.
 - cpu:   all data, epochs cut so one model trains in about 10 minutes on 2 CPU cores.
 - full:  the paper recipe (50 epochs), meant for a GPU.
 """
@@ -19,15 +19,16 @@ PROFILE_NAMES = ("smoke", "cpu", "full")
 class Profile:
     name: str
     train_limit: int | None   # images drawn (stratified) from train; None = all
-    val_limit: int | None     # images drawn (stratified) from val; None = all. Test is always whole.
+    val_limit: int | None     # images drawn (stratified) from val; None = all
+    test_limit: int | None    # images drawn (stratified) from test; None = all (the official split)
     epochs: int | None        # None = the recipe's (full) or utils.recipes.CPU_EPOCHS (cpu)
     seeds: tuple[int, ...]    # seeds for multi-seed studies
 
 
 PROFILES = {
-    "smoke": Profile("smoke", train_limit=384, val_limit=256, epochs=1, seeds=(0,)),
-    "cpu": Profile("cpu", train_limit=None, val_limit=None, epochs=None, seeds=(0,)),
-    "full": Profile("full", train_limit=None, val_limit=None, epochs=None, seeds=(0, 1, 2)),
+    "smoke": Profile("smoke", train_limit=384, val_limit=256, test_limit=512, epochs=1, seeds=(0,)),
+    "cpu": Profile("cpu", train_limit=None, val_limit=None, test_limit=None, epochs=None, seeds=(0,)),
+    "full": Profile("full", train_limit=None, val_limit=None, test_limit=None, epochs=None, seeds=(0, 1, 2)),
 }
 
 
