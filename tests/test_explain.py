@@ -29,3 +29,9 @@ def test_architecture_rows_read_the_module():
     assert [r["resolution"] for r in stages] == [28, 14, 7, 4]
     assert [r["attention"] for r in stages] == ["-", "-", "SE", "SE"]
     assert sum(r["params"] for r in rows) == 1_820_850
+
+
+def test_plot_labels_are_short(blood):
+    from utils.plots import short_names
+    names = short_names(blood.class_names)
+    assert names[3] == "IG" and names[0] == "basophil" and max(map(len, names)) <= 12

@@ -12,9 +12,13 @@ import seaborn as sns
 
 
 
+ABBREVIATIONS = {"immature granulocytes": "IG"}
+
+
 def short_names(class_names: list[str]) -> list[str]:
-    """'immature granulocytes(myelocytes, ...)' -> 'immature granulocytes' for axis labels."""
-    return [n.split("(")[0].strip() for n in class_names]
+    """Labels that fit a plot: 'immature granulocytes(myelocytes, ...)' -> 'IG'."""
+    names = [n.split("(")[0].strip() for n in class_names]
+    return [ABBREVIATIONS.get(n, n) for n in names]
 
 
 def save_figure(fig, name: str, folder: str | Path | None = None) -> Path:
@@ -120,7 +124,7 @@ def plot_params_vs_accuracy(rows: list[dict]):
 
 def plot_image_grid(images: list[np.ndarray], titles: list[str], columns: int = 8):
     rows = int(np.ceil(len(images) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.5), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.5, rows * 1.7), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, title in zip(axes.flat, images, titles):
