@@ -15,3 +15,10 @@ def blood():
     """The real BloodMNIST file (data/ or $MEDMNIST_MIRROR), verified by MD5."""
     from utils.data import load_bloodmnist
     return load_bloodmnist(REPO / "data")
+
+
+@pytest.fixture(scope="session")
+def pcam():
+    """The real PatchCamelyon subset (data/ or $PCAM_MIRROR / $MEDMNIST_MIRROR), decoded once and cached."""
+    from utils.data import load_pcam
+    return load_pcam(REPO / "data")

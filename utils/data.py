@@ -3,6 +3,10 @@
 BloodMNIST comes from the official ``bloodmnist.npz``: looked for in ``--data-root`` (default
 ``data/``), then in the folder named by ``MEDMNIST_MIRROR``, else downloaded with ``medmnist``.
 Its MD5 is checked against ``medmnist.INFO`` on every load, and a bad file is never touched.
+
+PatchCamelyon (``pcam``) comes from the full release's h5 files at ``--data-root`` (the layout
+``torchvision.datasets.PCAM`` downloads), else from ``pcam_subset.tar`` (26,000 patches) in
+``--data-root`` or ``$PCAM_MIRROR`` / ``$MEDMNIST_MIRROR``: decoded once and cached as uint8 tensors.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 DEFAULT_DATA_ROOT = Path("data")
-AUGMENT_LEVELS = ("none", "basic", "full")
+AUGMENT_LEVELS = ("none", "basic", "color", "full")
 
 
 class DataIntegrityError(RuntimeError):
@@ -141,7 +145,142 @@ def load_bloodmnist(data_root: str | Path = DEFAULT_DATA_ROOT, device="cpu") -> 
     return ImageDataset("bloodmnist", names, splits, str(path), info["MD5"]).to(device)
 
 
-DATASETS = {"bloodmnist": load_bloodmnist}
+# ---------------------------------------------------------------------------------------------
+# PatchCamelyon
+
+PCAM_CLASSES = ["normal", "metastasis"]
+PCAM_SUBSET = "pcam_subset.tar"
+PCAM_SUBSET_MD5 = "2a0857aeeaa347d9d9548c0005f27ef4"
+# The full release as torchvision.datasets.PCAM lays it out (<root>/pcam/...), with its split sizes.
+PCAM_H5 = {"train": ("train", 262_144), "val": ("valid", 32_768), "test": ("test", 32_768)}
+
+
+def _pcam_h5_paths(folder: Path) -> dict[str, tuple[Path, Path]]:
+    return {split: (folder / f"camelyonpatch_level_2_split_{name}_x.h5",
+                    folder / f"camelyonpatch_level_2_split_{name}_y.h5") for split, (name, _) in PCAM_H5.items()}
+
+
+def find_pcam(data_root: str | Path = DEFAULT_DATA_ROOT) -> tuple[str, Path]:
+    """("h5", folder) for the full release at data_root[/pcam], else ("tar", path) for a verified
+    ``pcam_subset.tar`` in data_root, $PCAM_MIRROR or $MEDMNIST_MIRROR."""
+    data_root = Path(data_root)
+    for folder in (data_root / "pcam", data_root):
+        if all(p.is_file() for pair in _pcam_h5_paths(folder).values() for p in pair):
+            return "h5", folder
+    folders = [data_root] + [Path(os.environ[v]) for v in ("PCAM_MIRROR", "MEDMNIST_MIRROR") if os.environ.get(v)]
+    for folder in folders:
+        if (folder / PCAM_SUBSET).is_file():
+            verify_md5(folder / PCAM_SUBSET, PCAM_SUBSET_MD5)
+            return "tar", folder / PCAM_SUBSET
+    raise FileNotFoundError(
+        f"PatchCamelyon not found: looked for the full release's h5 files in {data_root / 'pcam'} and for "
+        f"{PCAM_SUBSET} in {', '.join(map(str, folders))}. Put {PCAM_SUBSET} in {data_root}/, or download the "
+        f"full release with torchvision.datasets.PCAM(root='{data_root}', split='train', download=True) "
+        f"(and split='val', 'test').")
+
+
+def _decode_pcam_tar(path: Path) -> dict:
+    """Every JPEG of the tar decoded to uint8 (3 x 96 x 96), with its name and content MD5."""
+    import tarfile
+    from torchvision.io import decode_jpeg
+    split_names = {"train": "train", "valid": "val", "test": "test"}
+    entries = {split: [] for split in PCAM_H5}
+    with tarfile.open(path) as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if not member.isfile() or not member.name.endswith(".jpg"):
+                continue
+            if len(parts) < 4 or parts[-3] not in split_names or parts[-2] not in ("0", "1"):
+                raise DataIntegrityError(f"{path}: unexpected member {member.name}; expected "
+                                         f"data/{{train,valid,test}}/{{0,1}}/*.jpg. Use the official {PCAM_SUBSET}.")
+            raw = tar.extractfile(member).read()
+            entries[split_names[parts[-3]]].append((member.name, int(parts[-2]), raw))
+    out = {}
+    for split, items in entries.items():
+        items.sort()
+        images = torch.stack([decode_jpeg(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
+                              for _, _, raw in items])
+        out[split] = {"images": images, "labels": torch.tensor([label for _, label, _ in items]),
+                      "names": [name for name, _, _ in items],
+                      "md5": [hashlib.md5(raw).hexdigest() for _, _, raw in items]}
+    return out
+
+
+def find_duplicates(digests: list[str]) -> list[list[int]]:
+    """Groups (two or more indices) of identical content digests, in first-seen order."""
+    groups: dict[str, list[int]] = {}
+    for i, d in enumerate(digests):
+        groups.setdefault(d, []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def load_pcam_subset(path: Path, cache_dir: Path) -> tuple[dict[str, ImageSplit], dict]:
+    """The 26,000-patch subset: decoded once into ``cache_dir`` (keyed by the tar's MD5), then
+    byte-identical copies inside each split dropped so that no patch is counted twice."""
+    cache = cache_dir / f"pcam_subset-{PCAM_SUBSET_MD5[:10]}.pt"
+    if cache.is_file():
+        try:
+            decoded = torch.load(cache, weights_only=True)
+        except Exception as error:  # a half-written or foreign file
+            raise DataIntegrityError(f"{cache}: cannot read the decoded PCam cache ({error}). Delete it and "
+                                     f"run again to decode {path} afresh.") from error
+    else:
+        decoded = _decode_pcam_tar(path)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        torch.save(decoded, tmp)
+        tmp.replace(cache)
+    splits, report = {}, {"cache": str(cache), "duplicates": {}}
+    seen_in: dict[str, str] = {}
+    for split, d in decoded.items():
+        groups = find_duplicates(d["md5"])
+        drop = sorted(i for g in groups for i in g[1:])
+        keep = torch.ones(len(d["labels"]), dtype=torch.bool)
+        keep[drop] = False
+        splits[split] = ImageSplit(d["images"][keep], d["labels"][keep])
+        report["duplicates"][split] = {
+            "files": len(d["labels"]), "files_in_groups": sum(len(g) for g in groups), "groups": len(groups),
+            "dropped": len(drop), "kept": int(keep.sum()),
+            "dropped_by_class": torch.bincount(d["labels"][drop], minlength=2).tolist() if drop else [0, 0],
+            "example_group": [d["names"][i] for i in groups[0]] if groups else []}
+        for digest in set(d["md5"]):
+            seen_in.setdefault(digest, "")
+            seen_in[digest] += split[0]
+    report["cross_split_duplicates"] = sum(len(s) > 1 for s in seen_in.values())
+    return splits, report
+
+
+def load_pcam_h5(folder: Path) -> dict[str, ImageSplit]:
+    """The full release (h5 files as torchvision.datasets.PCAM downloads them), checked by size."""
+    try:
+        import h5py
+    except ImportError as error:
+        raise ImportError("reading the full PCam h5 files needs h5py: pip install h5py") from error
+    splits = {}
+    for split, (x_path, y_path) in _pcam_h5_paths(folder).items():
+        with h5py.File(x_path, "r") as fx, h5py.File(y_path, "r") as fy:
+            x, y = fx["x"], fy["y"]
+            expected = PCAM_H5[split][1]
+            if x.shape != (expected, 96, 96, 3) or y.shape[0] != expected:
+                raise DataIntegrityError(
+                    f"{x_path}: holds {x.shape} images / {y.shape[0]} labels, expected ({expected}, 96, 96, 3). "
+                    f"The file is incomplete or not the official release; it was left untouched. Download it "
+                    f"again with torchvision.datasets.PCAM(root=..., download=True).")
+            splits[split] = ImageSplit(torch.from_numpy(x[:]).permute(0, 3, 1, 2).contiguous(),
+                                       torch.from_numpy(np.asarray(y[:]).reshape(-1).astype(np.int64)))
+    return splits
+
+
+def load_pcam(data_root: str | Path = DEFAULT_DATA_ROOT, device="cpu") -> ImageDataset:
+    kind, path = find_pcam(data_root)
+    if kind == "h5":
+        return ImageDataset("pcam", PCAM_CLASSES, load_pcam_h5(path), str(path), "", {"source": "full h5"}).to(device)
+    splits, report = load_pcam_subset(path, Path(data_root) / "cache")
+    return ImageDataset("pcam", PCAM_CLASSES, splits, str(path), PCAM_SUBSET_MD5,
+                        {"source": PCAM_SUBSET, **report}).to(device)
+
+
+DATASETS = {"bloodmnist": load_bloodmnist, "pcam": load_pcam}
 
 
 def load_dataset(name: str, data_root: str | Path = DEFAULT_DATA_ROOT, device="cpu") -> ImageDataset:
@@ -267,14 +406,17 @@ def color_jitter(x: torch.Tensor, generator=None, brightness: float = 0.2, contr
 
 
 def augment_batch(x: torch.Tensor, level: str, generator=None) -> torch.Tensor:
-    """none: identity; basic: flips + 90-degree rotations; full: basic + small affine + colour jitter."""
+    """none: identity; basic: flips + 90-degree rotations; color: basic + colour jitter;
+    full: basic + small affine + colour jitter."""
     if level == "none":
         return x
     if level not in AUGMENT_LEVELS:
         raise ValueError(f"augment must be one of {AUGMENT_LEVELS}, got {level!r}")
     x = random_dihedral(x, generator)
     if level == "full":
-        x = color_jitter(random_affine(x, generator), generator)
+        x = random_affine(x, generator)
+    if level in ("color", "full"):
+        x = color_jitter(x, generator)
     return x
 
 

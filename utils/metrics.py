@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support,
-                             roc_auc_score)
+                             precision_score, recall_score, roc_auc_score, roc_curve)
 
 
 def one_vs_rest_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
@@ -100,3 +100,27 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     logits = np.log(np.clip(probs, 1e-12, None)) / temperature
     e = np.exp(logits - logits.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
+
+
+def choose_threshold(y_true, p_positive) -> float:
+    """The decision threshold that maximises Youden's J (sensitivity + specificity - 1) on the
+    given (validation) predictions."""
+    fpr, tpr, thresholds = roc_curve(np.asarray(y_true).reshape(-1), np.asarray(p_positive))
+    best = int(np.argmax(tpr - fpr))
+    return float(min(thresholds[best], 1.0))
+
+
+def binary_metrics(y_true, p_positive, threshold: float = 0.5) -> dict:
+    """Accuracy, sensitivity (recall of class 1), specificity, precision and F1 at ``threshold``,
+    plus the threshold-free AUC."""
+    y_true = np.asarray(y_true).reshape(-1)
+    p_positive = np.asarray(p_positive, dtype=np.float64)
+    y_pred = (p_positive >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
+    return {"threshold": float(threshold), "acc": float(accuracy_score(y_true, y_pred)),
+            "auc": float(roc_auc_score(y_true, p_positive)),
+            "sensitivity": float(recall_score(y_true, y_pred, zero_division=0)),
+            "specificity": float(tn / (tn + fp)) if tn + fp else 0.0,
+            "precision": float(precision_score(y_true, y_pred, zero_division=0)),
+            "f1": float(f1_score(y_true, y_pred, zero_division=0)),
+            "confusion_matrix": [[int(tn), int(fp)], [int(fn), int(tp)]], "n": int(len(y_true))}
