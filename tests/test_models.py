@@ -9,6 +9,8 @@ PARAMS = {
     "simple_cnn": 288_488, "resnet18": 11_172_936, "efficientnet_lite0": 3_381_256,
     "deep_efficientnet": 1_820_850, "efficientnet_b0": 3_381_256, "efficientnet_b0_se": 4_017_796,
     "efficientnet_b0_cbam": 4_010_056, "efficientnet_b0_msff": 3_534_324,
+    "cnn_attention": 292_372, "vgg": 1_872_328, "inception": 618_752, "autoencoder": 453_387,
+    "deepcmorph_lite": 809_516,
 }
 
 
@@ -24,7 +26,10 @@ def test_shapes_gradients_and_parameter_counts(name):
     for size in (28, 64):
         out = model(torch.rand(2, 3, size, size))
         assert out.shape == (2, 8) and torch.isfinite(out).all()
-    out.sum().backward()
+    loss = out.sum()
+    if hasattr(model, "reconstruct"):  # the autoencoder's decoder is trained by reconstruction only
+        loss = loss + model.reconstruct(torch.rand(2, 3, 28, 28)).sum()
+    loss.backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not dead, f"parameters without gradient: {dead[:5]}"
     # Grad-CAM needs a target layer that keeps spatial extent at 28x28.

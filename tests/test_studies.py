@@ -22,7 +22,8 @@ def test_se_off_removes_the_se_blocks():
 def test_summary_means_and_standard_deviations():
     def rec(label, acc):
         m = {"acc": acc, "macro_f1": acc, "auc": acc}
-        return {"label": label, "params": 10, "flops": 5, "val": m, "test": m, "train_seconds": 2.0}
+        return {"label": label, "params": 10, "flops": 5, "val": m, "test": m, "train_seconds": 2.0,
+                "config": {"epochs": 3}}
     rows = summarize([rec("a", 0.90), rec("a", 0.92), rec("b", 0.80)])
     a, b = rows
     assert a["seeds"] == 2 and abs(a["val_acc_mean"] - 0.91) < 1e-12 and abs(a["val_acc_std"] - 0.014142) < 1e-5

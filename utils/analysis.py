@@ -90,13 +90,14 @@ def most_confident_mistakes(record: dict, n: int = 16) -> dict:
             "confidence": probs[order].max(1).tolist()}
 
 
-def cam_examples(record: dict, per_class: int = 3, seed: int = 0) -> dict:
-    """Test indices with up to ``per_class`` correct and ``per_class`` wrong predictions per true class."""
+def cam_examples(record: dict, per_class: int = 3, seed: int = 0, classes=None) -> dict:
+    """Test indices with up to ``per_class`` correct and ``per_class`` wrong predictions per true class
+    (of ``classes`` when given)."""
     p = load_predictions(record)
     labels, pred = p["test_labels"], p["test_probs"].argmax(1)
     rng = np.random.default_rng(seed)
     chosen = []
-    for c in np.unique(labels):
+    for c in (np.unique(labels) if classes is None else classes):
         for ok in (True, False):
             pool = np.flatnonzero((labels == c) & ((pred == labels) == ok))
             chosen += rng.choice(pool, min(per_class, len(pool)), replace=False).tolist()
@@ -121,3 +122,26 @@ def road_study(model, data: ImageDataset, record: dict, n: int = 256, seed: int 
     return {"n": int(len(index)), "percentiles": list(percentiles),
             "mean": {m: float(s.mean()) for m, s in scores.items()},
             "std": {m: float(s.std()) for m, s in scores.items()}}
+
+
+def binary_study(record: dict) -> dict:
+    """Test metrics of a two-class run at 0.5 and at the threshold chosen on validation (Youden's J)."""
+    from .metrics import binary_metrics, choose_threshold
+    p = load_predictions(record)
+    threshold = choose_threshold(p["val_labels"], p["val_probs"][:, 1])
+    return {"run": record["run"], "threshold": threshold,
+            "val_at_0.5": binary_metrics(p["val_labels"], p["val_probs"][:, 1], 0.5),
+            "test_at_0.5": binary_metrics(p["test_labels"], p["test_probs"][:, 1], 0.5),
+            "test_at_val_threshold": binary_metrics(p["test_labels"], p["test_probs"][:, 1], threshold)}
+
+
+def binary_table(studies: dict[str, dict]) -> str:
+    """One line per run: test AUC, and accuracy / sensitivity / specificity / F1 at both thresholds."""
+    lines = [f"{'':<20}{'AUC':>7} | {'at 0.5: acc':>11}{'sens':>7}{'spec':>7}{'F1':>7} | "
+             f"{'t(val)':>6}{'acc':>7}{'sens':>7}{'spec':>7}{'F1':>7}"]
+    for name, s in studies.items():
+        a, b = s["test_at_0.5"], s["test_at_val_threshold"]
+        lines.append(f"{name:<20}{a['auc']:>7.4f} | {a['acc']:>11.4f}{a['sensitivity']:>7.3f}{a['specificity']:>7.3f}"
+                     f"{a['f1']:>7.3f} | {s['threshold']:>6.3f}{b['acc']:>7.4f}{b['sensitivity']:>7.3f}"
+                     f"{b['specificity']:>7.3f}{b['f1']:>7.3f}")
+    return "\n".join(lines)

@@ -56,7 +56,8 @@ def _sync(device):
 
 def time_training(model, batches, steps: int, warmup: int, amp_dtype, device, channels_last=True) -> float:
     """Seconds per step over ``steps`` steps after ``warmup`` untimed ones, data loading included."""
-    optimizer = make_optimizer(model, train_config("deep_efficientnet", "bloodmnist", get_profile("full")))
+    optimizer = make_optimizer(model, train_config(getattr(model, "model_name", "deep_efficientnet"), "bloodmnist",
+                                                    get_profile("full")))
     model.train()
     it = iter(batches)
     start = None

@@ -22,7 +22,7 @@ from .data import DEFAULT_DATA_ROOT, ImageDataset, load_dataset
 from .metrics import classification_metrics
 from .models import accepts_kwarg, build_model, count_parameters, save_checkpoint
 from .profiles import default_device, get_profile, output_dir
-from .recipes import train_config
+from .recipes import DATASET_MODEL_KWARGS, train_config
 from .training import FitResult, TrainConfig, fit, predict_proba, resolve_amp
 
 RESULTS_ROOT = Path("results")
@@ -75,9 +75,11 @@ def evaluate_split(model, data: ImageDataset, split: str, cfg: TrainConfig) -> t
     return classification_metrics(labels, probs, data.class_names), probs
 
 
-def prepare_data(dataset: str, profile, data_root, device, seed: int = 0) -> ImageDataset:
+def prepare_data(dataset: str, profile, data_root, device, seed: int = 0,
+                 train_limit: int | None = None) -> ImageDataset:
+    """The dataset cut to the profile's limits (``train_limit`` overrides the profile's) on ``device``."""
     data = load_dataset(dataset, data_root, device="cpu")
-    data.splits = {"train": data.splits["train"].subset(profile.train_limit, seed),
+    data.splits = {"train": data.splits["train"].subset(train_limit or profile.train_limit, seed),
                    "val": data.splits["val"].subset(profile.val_limit, seed),
                    "test": data.splits["test"].subset(profile.test_limit, seed)}
     return data.to(device)
@@ -86,20 +88,28 @@ def prepare_data(dataset: str, profile, data_root, device, seed: int = 0) -> Ima
 def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = None, seed: int = 0,
                  out: str | Path | None = None, data_root: str | Path = DEFAULT_DATA_ROOT,
                  resume: bool = True, force: bool | None = None, model_kwargs: dict | None = None,
-                 tag: str | None = None, data: ImageDataset | None = None, **overrides) -> dict:
+                 tag: str | None = None, data: ImageDataset | None = None, train_limit: int | None = None,
+                 labels: dict | None = None, **overrides) -> dict:
     """Train ``model`` with its recipe for ``dataset`` under ``profile`` and write
     ``<out>/<run>.json``, ``<out>/<run>.pt`` (best-on-validation checkpoint) and ``<out>/<run>.npz``
-    (val/test probabilities). ``overrides`` change TrainConfig fields (ablations)."""
+    (val/test probabilities). ``overrides`` change TrainConfig fields (ablations); ``train_limit``
+    trains on a stratified subset of that many training images; ``labels`` are extra fields for the
+    record (e.g. ``{"imbalance": "focal"}``) that do not change what is trained."""
     prof = get_profile(profile)
     device = default_device()
     cfg = train_config(model, dataset, prof, seed=seed, **overrides)
     model_kwargs = dict(model_kwargs or {})
+    for key, value in DATASET_MODEL_KWARGS.get(dataset, {}).items():
+        if accepts_kwarg(model, key):
+            model_kwargs.setdefault(key, value)
     for key in ("dropout", "drop_path"):
         value = getattr(cfg, key)
         if value is not None and accepts_kwarg(model, key):
             model_kwargs[key] = value
     identity = {"model": model, "dataset": dataset, "profile": prof.name, "config": cfg.to_dict(),
                 "model_kwargs": model_kwargs}
+    if train_limit:
+        identity["train_limit"] = train_limit
     run_name = f"{tag or model}-{dataset}-{prof.name}-s{seed}-{config_hash(identity)}"
     out = Path(out) if out else output_dir("results") / "runs"
     json_path, ckpt_path, state_path = out / f"{run_name}.json", out / f"{run_name}.pt", out / f"{run_name}.state.pt"
@@ -108,12 +118,19 @@ def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = 
         return json.loads(json_path.read_text())
 
     started, commit = time.time(), git_commit()
-    data = data if data is not None else prepare_data(dataset, prof, data_root, device, seed)
+    data = data if data is not None else prepare_data(dataset, prof, data_root, device, seed, train_limit)
     torch.manual_seed(seed)
     net = build_model(model, data.num_classes, **model_kwargs)
     params, flops = count_parameters(net), count_flops(net, data.image_size)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    pretrain_history = None
+    if hasattr(net, "pretrain"):
+        # Self-supervised pre-training on the training images (e.g. the autoencoder's reconstruction);
+        # repeated identically on resume, after which fit restores its own checkpointed state.
+        net.to(device)
+        pretrain_history = net.pretrain(data.splits["train"], cfg,
+                                        torch.Generator(device=device).manual_seed(seed))
     result: FitResult = fit(net, data, cfg, state_path=state_path, resume=resume and not force,
                             desc=run_name)
     net.load_state_dict(result.best_state)
@@ -122,7 +139,7 @@ def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = 
     peak_bytes, peak_kind = peak_memory(device)
 
     record = {
-        "run": run_name, **identity, "seed": seed, "tag": tag,
+        "run": run_name, **identity, **(labels or {}), "seed": seed, "tag": tag,
         "pretrained": bool(model_kwargs.get("pretrained", False)),
         "device": device_name(device), "torch_version": torch.__version__, "git_commit": commit,
         "python": platform.python_version(), "params": params, "flops": flops,
@@ -131,7 +148,7 @@ def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = 
                  "n": {k: len(v) for k, v in data.splits.items()}},
         "train_seconds": result.train_seconds, "wall_seconds": time.time() - started,
         "peak_memory_bytes": peak_bytes, "peak_memory_kind": peak_kind, "amp_dtype": result.amp_dtype,
-        "best_epoch": result.best_epoch, "epochs_run": len(result.history), "history": result.history,
+        "pretrain_history": pretrain_history, "best_epoch": result.best_epoch, "epochs_run": len(result.history), "history": result.history,
         "val": val_metrics, "test": test_metrics,
         "checkpoint": str(ckpt_path), "predictions": str(out / f"{run_name}.npz"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

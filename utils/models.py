@@ -48,18 +48,22 @@ class ImageClassifier(nn.Module):
 
 
 class SimpleCNN(ImageClassifier):
-    """Three conv-BN-ReLU blocks (32/64/128 channels) with max pooling, global pooling, linear head."""
+    """Three conv-BN-ReLU blocks (32/64/128 channels) with max pooling, global pooling, linear head.
+    ``attention`` ("se", "cbam") adds that block after each conv pair: the seed's CNN with attention."""
 
     cam_layer = "features.2"
 
-    def __init__(self, num_classes: int, width: int = 32, dropout: float = 0.3, **norm):
+    def __init__(self, num_classes: int, width: int = 32, dropout: float = 0.3, attention: str = "none", **norm):
         super().__init__(**norm)
         blocks, c_in = [], 3
+        attn_layer = ATTENTION_LAYERS[attention]
         for i in range(3):
             c_out = width * 2**i
-            blocks.append(nn.Sequential(
-                Conv2dNormActivation(c_in, c_out, 3), Conv2dNormActivation(c_out, c_out, 3),
-                nn.MaxPool2d(2) if i < 2 else nn.Identity()))
+            layers = [Conv2dNormActivation(c_in, c_out, 3), Conv2dNormActivation(c_out, c_out, 3)]
+            if attn_layer:
+                layers.append(attn_layer(c_out, max(8, c_out // 16)))
+            layers.append(nn.MaxPool2d(2) if i < 2 else nn.Identity())
+            blocks.append(nn.Sequential(*layers))
             c_in = c_out
         self.features = nn.Sequential(*blocks)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
@@ -201,21 +205,23 @@ class EfficientNet(ImageClassifier):
 # Registry
 
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {}
+_BUILDS: dict[str, type] = {}  # the class each factory passes its **kw on to
 
 
-def register(name: str):
+def register(name: str, builds: type = None):
     def decorator(fn):
         _FACTORIES[name] = fn
+        _BUILDS[name] = builds or EfficientNet
         return fn
     return decorator
 
 
-@register("simple_cnn")
+@register("simple_cnn", SimpleCNN)
 def simple_cnn(num_classes, **kw):
     return SimpleCNN(num_classes, **kw)
 
 
-@register("resnet18")
+@register("resnet18", ResNet18)
 def resnet18(num_classes, **kw):
     return ResNet18(num_classes, **kw)
 
@@ -270,6 +276,15 @@ def efficientnet_b0_msff(num_classes, **kw):
     return EfficientNet(num_classes, B0_STAGES, ("none",) * 7, fusion_stages=(2, 4, 6), **kw)
 
 
+@register("cnn_attention", SimpleCNN)
+def cnn_attention(num_classes, **kw):
+    """SimpleCNN with CBAM (channel + spatial attention) after each conv pair."""
+    kw.setdefault("attention", "cbam")
+    return SimpleCNN(num_classes, **kw)
+
+
+from . import zoo  # noqa: E402  (registers vgg, inception, autoencoder, deepcmorph_lite)
+
 MODEL_NAMES: tuple[str, ...] = tuple(_FACTORIES)
 
 
@@ -285,12 +300,9 @@ def build_model(name: str, num_classes: int, **kw) -> nn.Module:
 
 def accepts_kwarg(name: str, kwarg: str) -> bool:
     """Whether a registered model takes ``kwarg`` (dropout, drop_path, ...), directly or via its class."""
-    fn = _FACTORIES[name]
-    params = inspect.signature(fn).parameters
-    if kwarg in params:
+    if kwarg in inspect.signature(_FACTORIES[name]).parameters:
         return True
-    cls = {"simple_cnn": SimpleCNN, "resnet18": ResNet18}.get(name, EfficientNet)
-    return kwarg in inspect.signature(cls.__init__).parameters
+    return kwarg in inspect.signature(_BUILDS[name].__init__).parameters
 
 
 def count_parameters(model: nn.Module) -> int:

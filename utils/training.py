@@ -40,7 +40,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     dropout: float | None = None      # None = the model's default
     drop_path: float | None = None    # stochastic depth; None = the model's default
-    augment: str = "full"             # none | basic | full
+    augment: str = "full"             # none | basic | color | full
     amp: str = "auto"                 # auto | bf16 | fp16 | off
     channels_last: bool = True
     compile: bool = False

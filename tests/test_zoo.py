@@ -1,0 +1,34 @@
+import torch
+
+from utils.data import ImageSplit
+from utils.experiment import run_training
+from utils.models import build_model
+from utils.studies import IMBALANCE_STRATEGIES, PCAM_CPU_MODELS, PCAM_MODELS, ZOO
+from utils.training import TrainConfig
+
+
+def test_autoencoder_pretraining_lowers_reconstruction_error(blood):
+    torch.manual_seed(0)
+    split = blood.splits["train"].subset(512, seed=0)
+    model = build_model("autoencoder", 8, pretrain_epochs=3)
+    before = torch.nn.functional.mse_loss(model.eval().reconstruct(split.images[:256].float() / 255),
+                                          split.images[:256].float() / 255).item()
+    history = model.pretrain(ImageSplit(split.images, split.labels), TrainConfig(batch_size=64, lr=2e-3),
+                             torch.Generator().manual_seed(0))
+    assert len(history) == 3 and history[-1] < history[0] < before
+
+
+def test_zoo_and_strategies_name_real_options():
+    assert set(ZOO.values()) == {"vgg", "inception", "autoencoder", "cnn_attention", "deepcmorph_lite"}
+    fields = set(TrainConfig.__dataclass_fields__)
+    changes = [change for _, change in IMBALANCE_STRATEGIES.values()]
+    assert changes[0] == {} and all(len(c) == 1 and set(c) <= fields for c in changes[1:])
+    assert set(PCAM_CPU_MODELS) <= set(PCAM_MODELS)
+    assert {kw.get("pretrained", False) for _, (m, kw) in PCAM_MODELS.items() if m == "efficientnet_lite0"} == {True, False}
+
+
+def test_record_carries_its_imbalance_label_and_pretraining_history(tmp_path):
+    record = run_training("autoencoder", "bloodmnist", "smoke", 0, out=tmp_path, force=True,
+                          model_kwargs={"pretrain_epochs": 1}, labels={"imbalance": "focal"}, loss="focal")
+    assert record["imbalance"] == "focal" and record["config"]["loss"] == "focal"
+    assert len(record["pretrain_history"]) == 1 and record["pretrain_history"][0] > 0
