@@ -13,12 +13,12 @@ export PYTHONUNBUFFERED := 1
 
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: all test venv data train notebooks bench
+.PHONY: all test venv data train notebooks bench report
+TEX_PACKAGES := latexmk texlive-latex-recommended texlive-fonts-recommended
 
 # The main job: every notebook executed in order, in place, in the resolved profile, then the
-# README's results table regenerated from results/.
-all: venv data notebooks
-	$(PY) -m utils.report
+# README's results table and the report regenerated from results/.
+all: venv data notebooks report
 
 # Unit tests, then every notebook under nbval, all in the smoke profile (outputs to build/smoke/).
 test: venv data
@@ -40,6 +40,7 @@ $(VENV)/.installed: requirements.txt
 # Find and verify the data (MD5 from medmnist.INFO); prints where it is.
 data: venv
 	$(PY) -m utils.data
+	$(PY) -m utils.data --dataset pcam
 
 # DeepEfficientNet alone in the resolved profile ($$PROFILE, else full on CUDA, cpu otherwise).
 train: venv data
@@ -47,3 +48,15 @@ train: venv data
 
 bench: venv data
 	$(PY) -m utils.bench
+
+# report/report.pdf from results/: generated macros and tables, then latexmk. Fails on any undefined
+# reference or citation, so the PDF never shows "??".
+report: venv
+	$(PY) -m utils.report
+	@command -v latexmk > /dev/null || { echo "make report needs TeX Live: sudo apt-get install -y $(TEX_PACKAGES)"; exit 1; }
+	cd report && SOURCE_DATE_EPOCH=0 FORCE_SOURCE_DATE=1 latexmk -pdf -interaction=nonstopmode -halt-on-error -outdir=build main.tex > build.log 2>&1 \
+	  || { tail -40 build.log; echo "report: latexmk failed; full log in report/build.log"; exit 1; }
+	@! grep -E "(Reference|Citation).*undefined|There were undefined" report/build/main.log \
+	  || { echo "report: undefined references or citations (see report/build/main.log)"; exit 1; }
+	cp report/build/main.pdf report/report.pdf
+	@echo "report/report.pdf: $$(grep -o 'Output written on [^(]*([0-9]* pages' report/build/main.log | sed 's/.*(//')"

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from tests.conftest import REPO
 from utils.report import END, START, update_readme
 
 
@@ -31,3 +32,27 @@ def test_missing_markers_are_reported(tmp_path):
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="markers"):
         update_readme(readme, tmp_path)
+
+
+def test_latex_macros_trace_to_the_result_files(tmp_path):
+    import json
+    import re
+    from utils.report import MACROS, write_latex
+    results = REPO / "results"
+    written = write_latex(results, tmp_path)
+    text = (tmp_path / "macros.tex").read_text()
+    defined = dict(re.findall(r"\\newcommand\{\\([A-Za-z]+)\}\{(.*)\}", text))
+    assert set(defined) == set(MACROS)
+    main = json.loads((results / "deep_efficientnet/summary.json").read_text())
+    record = json.loads((results / "runs" / f"{main['run']}.json").read_text())
+    assert defined["DeepEffTestAcc"] == f"{100 * record['test']['acc']:.2f}"
+    assert defined["BloodTest"] == "3,421"
+    assert all(p.read_text().count(r"\begin{tabular}") == 1 for p in written if p.name != "macros.tex")
+
+
+def test_missing_results_read_as_not_available(tmp_path):
+    from utils.report import MISSING, write_latex
+    write_latex(tmp_path / "no_results", tmp_path / "out")
+    text = (tmp_path / "out" / "macros.tex").read_text()
+    assert f"\\newcommand{{\\DeepEffTestAcc}}{{{MISSING}}}" in text
+    assert "not run yet" in (tmp_path / "out" / "ablations.tex").read_text()

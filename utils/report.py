@@ -1,11 +1,14 @@
-"""`python -m utils.report`: turn results/ into generated text; nothing here is typed by hand.
+r"""`python -m utils.report`: turn results/ into generated text; nothing here is typed by hand.
 
-Today it rewrites the README's results table (between the `results:start` / `results:end` markers)
-from the run records in results/runs/.
+It rewrites the README's results table (between the `results:start` / `results:end` markers) from the
+run records in results/runs/, and writes the LaTeX report's numbers: ``report/generated/macros.tex``
+(one letter-only macro per number, e.g. ``\DeepEffTestAcc``) and one booktabs table body per study,
+all read from results/*.json. A study whose results do not exist yet gives a table that says so.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 
@@ -40,13 +43,265 @@ def update_readme(readme: Path = README, folder: str | Path = "results/runs") ->
     return new != text
 
 
+# ---------------------------------------------------------------------------------------------
+# LaTeX: macros and tables from results/
+
+GENERATED = Path("report/generated")
+MISSING = r"\textit{n/a}"
+
+
+def tex_escape(text: str) -> str:
+    return (str(text).replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%")
+            .replace("_", r"\_").replace("#", r"\#").replace("±", r"$\pm$"))
+
+
+def pct(x: float, digits: int = 2) -> str:
+    return f"{100 * x:.{digits}f}"
+
+
+def pm(mean: float, std: float, seeds: int, digits: int = 2) -> str:
+    """Mean in percent, with the seed standard deviation when there is more than one seed."""
+    return f"{100 * mean:.{digits}f}" + (f" $\\pm$ {100 * std:.{digits}f}" if seeds > 1 else "")
+
+
+def _read(results: Path, relative: str) -> dict | None:
+    path = results / relative
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _run(results: Path, name: str) -> dict | None:
+    return _read(results, f"runs/{name}.json")
+
+
+def _table(header: list[str], rows: list[list[str]], empty: str, align: str | None = None) -> str:
+    """A booktabs tabular (first column left-aligned, the rest right-aligned unless ``align`` says)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    lines = [rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
+    if rows:
+        lines += [" & ".join(row) + r" \\" for row in rows]
+    else:
+        lines.append(rf"\multicolumn{{{len(header)}}}{{c}}{{\textit{{{empty}}}}} \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def _study_rows(summary: dict | None, baseline: str | None = None) -> list[list[str]]:
+    if not summary:
+        return []
+    rows = summary["rows"]
+    base = next((r for r in rows if r["name"] == baseline), None)
+    out = []
+    for r in rows:
+        row = [tex_escape(r["name"]), f"{r['params'] / 1e6:.2f}", f"{r['flops'] / 1e6:.0f}", str(r.get("epochs", "")),
+               pm(r["val_acc_mean"], r["val_acc_std"], r["seeds"]), pm(r["test_acc_mean"], r["test_acc_std"], r["seeds"]),
+               f"{r['test_macro_f1_mean']:.3f}", f"{r['train_seconds_mean']:.0f}"]
+        if baseline:
+            row.append(f"{100 * (r['val_acc_mean'] - base['val_acc_mean']):+.2f}" if base else MISSING)
+        out.append(row)
+    return out
+
+
+STUDY_HEADER = ["Model", "Params (M)", "MFLOPs", "Epochs", "Val acc (\\%)", "Test acc (\\%)", "Macro-F1", "Train (s)"]
+
+
+# Every macro the report may use: one whose result does not exist yet is written as n/a, so the
+# report always builds and says plainly what is missing.
+MACROS = (
+    "AblationBest", "AblationBestDelta", "AblationEpochs", "AblationRecipeVal", "AblationRuns",
+    "AblationSeeds", "AblationTrainImages", "AblationWorst", "AblationWorstDelta", "AttentionBest",
+    "AttentionBestDelta", "AttentionEpochs", "AttentionSeeds", "BaselineBest", "BaselineBestTestAcc",
+    "BenchDevice", "BenchFiftyEpochs", "BenchImagesPerSecond", "BenchLatency", "BenchLoaderEpoch",
+    "BenchProjectEpoch", "BenchSpeedup", "BloodImbalance", "BloodLargestTrain", "BloodSmallestTrain",
+    "BloodTest", "BloodTrain", "BloodVal", "CamLayer", "DeepEffBestEpoch", "DeepEffECEAfter",
+    "DeepEffECEBefore", "DeepEffEpochs", "DeepEffImagesPerSecond", "DeepEffLatency", "DeepEffMFlops",
+    "DeepEffParams", "DeepEffRun", "DeepEffTemperature", "DeepEffTestAUC", "DeepEffTestAcc",
+    "DeepEffTestAccHigh", "DeepEffTestAccLow", "DeepEffTestMacroF", "DeepEffTestN", "DeepEffTrainSeconds",
+    "DeepEffValAcc", "GpuBenchDevice", "GpuBenchFiftyEpochs", "GpuBenchImagesPerSecond", "GpuBenchLatency",
+    "GpuBenchLoaderEpoch", "GpuBenchProjectEpoch", "GpuBenchSpeedup", "HasGpuBench", "ImbalanceBest",
+    "ImbalanceModel", "ImbalanceSeeds", "PcamBest", "PcamBestAUC", "PcamBestAcc", "PcamDropped", "PcamEpochs",
+    "PcamGroups", "PcamLiteImageNetAUC", "PcamLiteScratchAUC", "PcamProfile", "PcamTest", "PcamTrain",
+    "PcamTrainUsed", "PcamVal", "ResultsDevice", "ResultsProfile", "RoadGradCAM", "RoadGradCAMpp", "RoadN",
+    "RoadRandom", "RoadVerdict", "TopConfusionTrue", "TopConfusionPred", "TopConfusionCount", "TorchVersion", "ZooBest", "ZooBestTestAcc",
+)
+
+
+def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict[str, str]]:
+    """(macros, tables): every number the report prints, read from results/."""
+    results = Path(results)
+    m: dict[str, str] = {}
+    t: dict[str, str] = {}
+
+    eda = _read(results, "eda/bloodmnist.json")
+    if eda:
+        counts = eda["class_counts"]["train"]
+        m.update(BloodTrain=f"{eda['splits']['train']:,}", BloodVal=f"{eda['splits']['val']:,}",
+                 BloodTest=f"{eda['splits']['test']:,}", BloodImbalance=f"{eda['imbalance_ratio']:.2f}",
+                 BloodSmallestTrain=f"{min(counts):,}", BloodLargestTrain=f"{max(counts):,}")
+
+    main = _read(results, "deep_efficientnet/summary.json")
+    record = _run(results, main["run"]) if main else None
+    if record:
+        test, val = record["test"], record["val"]
+        m.update(ResultsProfile=record["profile"], ResultsDevice=tex_escape(record["device"]),
+                 TorchVersion=tex_escape(record["torch_version"]), DeepEffRun=tex_escape(record["run"]),
+                 DeepEffParams=f"{record['params'] / 1e6:.2f}", DeepEffMFlops=f"{record['flops'] / 1e6:.0f}",
+                 DeepEffEpochs=str(record["config"]["epochs"]), DeepEffBestEpoch=str(record["best_epoch"]),
+                 DeepEffTrainSeconds=f"{record['train_seconds']:.0f}", DeepEffValAcc=pct(val["acc"]),
+                 DeepEffTestAcc=pct(test["acc"]), DeepEffTestAccLow=pct(test["acc_ci95"][0]),
+                 DeepEffTestAccHigh=pct(test["acc_ci95"][1]), DeepEffTestAUC=f"{test['auc']:.4f}",
+                 DeepEffTestMacroF=f"{test['macro_f1']:.4f}", DeepEffTestN=f"{test['n']:,}",
+                 DeepEffTemperature=f"{main['calibration']['temperature']:.2f}",
+                 DeepEffECEBefore=f"{main['calibration']['ece_before']:.3f}",
+                 DeepEffECEAfter=f"{main['calibration']['ece_after']:.3f}",
+                 DeepEffImagesPerSecond=f"{main['inference_images_per_second']:,.0f}",
+                 DeepEffLatency=f"{main['latency_ms_batch1']:.1f}")
+        import numpy as np
+        confusion = np.array(test["confusion_matrix"])
+        np.fill_diagonal(confusion, 0)
+        true, pred = np.unravel_index(confusion.argmax(), confusion.shape)
+        short = [n.split("(")[0].strip() for n in record["class_names"]]
+        m.update(TopConfusionTrue=tex_escape(short[true]), TopConfusionPred=tex_escape(short[pred]),
+                 TopConfusionCount=str(int(confusion[true, pred])))
+        per_class = [[tex_escape(name.split("(")[0].strip()), f"{c['precision']:.3f}", f"{c['recall']:.3f}",
+                      f"{c['f1']:.3f}", str(c["support"])] for name, c in test["per_class"].items()]
+        t["perclass"] = _table(["Class", "Precision", "Recall", "F1", "Support"], per_class, "not run yet")
+
+    cam = _read(results, "gradcam/summary.json")
+    if cam:
+        m.update(RoadGradCAM=f"{cam['mean']['gradcam']:+.3f}", RoadGradCAMpp=f"{cam['mean']['gradcam++']:+.3f}",
+                 RoadRandom=f"{cam['mean']['random']:+.3f}",
+                 RoadVerdict="above" if min(cam["mean"]["gradcam"], cam["mean"]["gradcam++"]) > cam["mean"]["random"]
+                 + 2 * cam["std"]["random"] / cam["n"] ** 0.5 else "not clearly above", RoadN=str(cam["n"]), CamLayer=tex_escape(cam["target_layer"]))
+
+    bench = _read(results, "bench/bench_quick_cpu.json")
+    gpu_bench = sorted(p for p in (results / "bench").glob("bench_*.json") if "cpu" not in p.name) \
+        if (results / "bench").is_dir() else []
+    for prefix, b in (("Bench", bench), ("GpuBench", _read(results, f"bench/{gpu_bench[-1].name}") if gpu_bench else None)):
+        if b:
+            m.update({f"{prefix}Device": tex_escape(b["device"]), f"{prefix}Speedup": f"{b['train_speedup_vs_dataloader']:.2f}",
+                      f"{prefix}ProjectEpoch": f"{b['epoch_seconds']['project_pipeline']:.1f}",
+                      f"{prefix}LoaderEpoch": f"{b['epoch_seconds']['standard_dataloader']:.1f}",
+                      f"{prefix}FiftyEpochs": f"{b['train_seconds_50_epochs']:,.0f}",
+                      f"{prefix}ImagesPerSecond": f"{b['inference_images_per_second']:,.0f}",
+                      f"{prefix}Latency": f"{b['latency_ms_batch1']:.1f}"})
+    m["HasGpuBench"] = "true" if gpu_bench else "false"
+
+    baselines = _read(results, "baselines/summary.json")
+    t["baselines"] = _table(STUDY_HEADER, _study_rows(baselines), "not run yet")
+    if baselines:
+        best = max(baselines["rows"], key=lambda r: r["val_acc_mean"])
+        m.update(BaselineBest=tex_escape(best["name"]), BaselineBestTestAcc=pct(best["test_acc_mean"]))
+    attention = _read(results, "attention/summary.json")
+    t["attention"] = _table(STUDY_HEADER + ["$\\Delta$ val"], _study_rows(attention, "none"), "notebook 04 not run yet")
+    if attention:
+        rows = attention["rows"]
+        none = next(r for r in rows if r["name"] == "none")
+        best = max(rows, key=lambda r: r["val_acc_mean"])
+        m.update(AttentionBest=tex_escape(best["name"]), AttentionSeeds=str(best["seeds"]),
+                 AttentionBestDelta=f"{100 * (best['val_acc_mean'] - none['val_acc_mean']):+.2f}",
+                 AttentionEpochs=str(best.get("epochs", "")))
+    ablations = _read(results, "ablations/summary.json")
+    ablation_rows = [[r[0], r[4], r[8], r[7]] for r in _study_rows(ablations, "recipe")]
+    t["ablations"] = _table(["Change from the recipe", "Val acc (\\%)", "$\\Delta$ val (points)", "Train (s)"],
+                            ablation_rows, "notebook 05 not run yet")
+    if ablations:
+        rows = ablations["rows"]
+        recipe = next(r for r in rows if r["name"] == "recipe")
+        others = [r for r in rows if r["name"] != "recipe"]
+        worst = min(others, key=lambda r: r["val_acc_mean"])
+        best = max(others, key=lambda r: r["val_acc_mean"])
+        recipe_run = _run(results, ablations["runs"][0])
+        m.update(AblationRuns=str(len(rows)), AblationSeeds=str(recipe["seeds"]), AblationRecipeVal=pct(recipe["val_acc_mean"]),
+                 AblationWorst=tex_escape(worst["name"]),
+                 AblationWorstDelta=f"{100 * (worst['val_acc_mean'] - recipe['val_acc_mean']):+.2f}",
+                 AblationBest=tex_escape(best["name"]),
+                 AblationBestDelta=f"{100 * (best['val_acc_mean'] - recipe['val_acc_mean']):+.2f}")
+        if recipe_run:
+            m.update(AblationTrainImages=f"{recipe_run['data']['n']['train']:,}", AblationEpochs=str(recipe_run["config"]["epochs"]))
+    zoo = _read(results, "architectures/summary.json")
+    t["zoo"] = _table(STUDY_HEADER, _study_rows(zoo), "notebook 08 not run yet")
+    if zoo:
+        best = max(zoo["rows"], key=lambda r: r["val_acc_mean"])
+        m.update(ZooBest=tex_escape(best["name"]), ZooBestTestAcc=pct(best["test_acc_mean"]))
+
+    imbalance = _read(results, "imbalance/summary.json")
+    if imbalance:
+        eda_names = eda["class_names"] if eda else []
+        short = [n.split("(")[0].strip()[:4] for n in eda_names]
+        rows = [[tex_escape(r["name"]), f"{r['test_macro_f1_mean']:.3f}", pct(r["test_acc_mean"]), f"{r['min_recall']:.3f}"]
+                + [f"{v:.2f}" for v in r["recall_mean"]] for r in imbalance["rows"]]
+        t["imbalance"] = _table(["Strategy", "Macro-F1", "Acc (\\%)", "Min recall"] + [tex_escape(s) for s in short],
+                                rows, "not run yet")
+        best = max(imbalance["rows"], key=lambda r: r["test_macro_f1_mean"])
+        m.update(ImbalanceModel=tex_escape(imbalance["model"]), ImbalanceBest=tex_escape(best["name"]),
+                 ImbalanceSeeds=str(imbalance["rows"][0]["seeds"]))
+    else:
+        t["imbalance"] = _table(["Strategy", "Macro-F1"], [], "notebook 08 not run yet")
+
+    pcam = _read(results, "pcam/summary.json")
+    if pcam:
+        dup = pcam["duplicates"]
+        m.update(PcamDropped=str(sum(d["dropped"] for d in dup.values())),
+                 PcamGroups=str(sum(d["groups"] for d in dup.values())),
+                 PcamTrain=f"{dup['train']['kept']:,}", PcamVal=f"{dup['val']['kept']:,}", PcamTest=f"{dup['test']['kept']:,}",
+                 PcamProfile=pcam["session"]["profile"])
+        rows = []
+        for key, s in pcam["runs"].items():
+            a, b = s["test_at_0.5"], s["test_at_val_threshold"]
+            rows.append([tex_escape(key), "yes" if pcam["pretrained"][key] else "no", f"{a['auc']:.4f}", pct(a["acc"]),
+                         f"{a['sensitivity']:.3f}", f"{a['specificity']:.3f}", f"{a['f1']:.3f}", f"{s['threshold']:.2f}",
+                         pct(b["acc"]), f"{b['sensitivity']:.3f}", f"{b['specificity']:.3f}", f"{b['f1']:.3f}"])
+        t["pcam"] = _table(["Model", "ImageNet", "AUC", "Acc", "Sens", "Spec", "F1", "$t_{\\mathrm{val}}$", "Acc", "Sens",
+                            "Spec", "F1"], rows, "not run yet", align="llrrrrrrrrrr")
+        for key, s in pcam["runs"].items():
+            if pcam["labels"][key].startswith("Lite0"):
+                m["PcamLiteImageNetAUC" if pcam["pretrained"][key] else "PcamLiteScratchAUC"] = f"{s['test_at_0.5']['auc']:.4f}"
+        best_key = next(k for k, s in pcam["runs"].items() if s["run"] == pcam["best_on_val"])
+        best = pcam["runs"][best_key]
+        best_record = _run(results, pcam["best_on_val"])
+        m.update(PcamBest=tex_escape(best_key), PcamBestAcc=pct(best["test_at_0.5"]["acc"]),
+                 PcamBestAUC=f"{best['test_at_0.5']['auc']:.4f}")
+        if best_record:
+            m.update(PcamTrainUsed=f"{best_record['data']['n']['train']:,}", PcamEpochs=str(best_record["config"]["epochs"]))
+    else:
+        t["pcam"] = _table(["Model", "AUC"], [], "notebook 07 not run yet")
+    return m, t
+
+
+def write_latex(results: str | Path = "results", out: str | Path = GENERATED) -> list[Path]:
+    """Write macros.tex and one table file per study; returns the files written."""
+    macros, tables = latex_outputs(results)
+    unknown = set(macros) - set(MACROS)
+    if unknown:
+        raise ValueError(f"add {sorted(unknown)} to utils.report.MACROS")
+    macros = {name: macros.get(name, MISSING) for name in MACROS}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    header = "% Generated by `python -m utils.report` from results/ -- do not edit.\n"
+    lines = [header]
+    for name, value in sorted(macros.items()):
+        if not re.fullmatch(r"[A-Za-z]+", name):
+            raise ValueError(f"LaTeX macro names are letters only: {name!r}")
+        lines.append(f"\\newcommand{{\\{name}}}{{{value}}}\n")
+    written = [out / "macros.tex"]
+    written[0].write_text("".join(lines))
+    for name, body in sorted(tables.items()):
+        path = out / f"{name}.tex"
+        path.write_text(header + body)
+        written.append(path)
+    return written
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m utils.report", description=__doc__)
     parser.add_argument("--readme", default=str(README))
     parser.add_argument("--results", default="results/runs")
+    parser.add_argument("--latex", default=str(GENERATED), help="folder for the report's generated .tex files")
     args = parser.parse_args(argv)
     changed = update_readme(Path(args.readme), args.results)
     print(f"{args.readme}: results table {'updated' if changed else 'already current'}")
+    written = write_latex(Path(args.results).parent, args.latex)
+    print(f"{args.latex}: wrote {', '.join(p.name for p in written)}")
 
 
 if __name__ == "__main__":
