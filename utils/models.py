@@ -209,6 +209,7 @@ _BUILDS: dict[str, type] = {}  # the class each factory passes its **kw on to
 
 
 def register(name: str, builds: type = None):
+    """Decorator for a factory function that passes its ``**kw`` on to ``builds`` (EfficientNet by default)."""
     def decorator(fn):
         _FACTORIES[name] = fn
         _BUILDS[name] = builds or EfficientNet
@@ -216,14 +217,13 @@ def register(name: str, builds: type = None):
     return decorator
 
 
-@register("simple_cnn", SimpleCNN)
-def simple_cnn(num_classes, **kw):
-    return SimpleCNN(num_classes, **kw)
+def register_class(name: str, cls: type) -> None:
+    """A model class whose constructor ``cls(num_classes, **kw)`` is its own factory."""
+    register(name, cls)(cls)
 
 
-@register("resnet18", ResNet18)
-def resnet18(num_classes, **kw):
-    return ResNet18(num_classes, **kw)
+register_class("simple_cnn", SimpleCNN)
+register_class("resnet18", ResNet18)
 
 
 @register("efficientnet_lite0")

@@ -189,8 +189,7 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
     baselines = _read(results, "baselines/summary.json")
     t["baselines"] = _table(STUDY_HEADER, _study_rows(baselines), "not run yet")
     if baselines:
-        best = max(baselines["rows"], key=lambda r: r["val_acc_mean"])
-        m.update(BaselineBest=tex_escape(best["name"]), BaselineBestTestAcc=pct(best["test_acc_mean"]))
+        m.update(_best_on_validation(baselines, "Baseline"))
     attention = _read(results, "attention/summary.json")
     t["attention"] = _table(STUDY_HEADER + ["$\\Delta$ val"], _study_rows(attention, "none"), "notebook 04 not run yet")
     if attention:
@@ -221,8 +220,7 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
     zoo = _read(results, "architectures/summary.json")
     t["zoo"] = _table(STUDY_HEADER, _study_rows(zoo), "notebook 08 not run yet")
     if zoo:
-        best = max(zoo["rows"], key=lambda r: r["val_acc_mean"])
-        m.update(ZooBest=tex_escape(best["name"]), ZooBestTestAcc=pct(best["test_acc_mean"]))
+        m.update(_best_on_validation(zoo, "Zoo"))
 
     imbalance = _read(results, "imbalance/summary.json")
     if imbalance:
@@ -266,6 +264,12 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
     else:
         t["pcam"] = _table(["Model", "AUC"], [], "notebook 07 not run yet")
     return m, t
+
+
+def _best_on_validation(summary: dict, prefix: str) -> dict[str, str]:
+    """``<prefix>Best`` and ``<prefix>BestTestAcc`` for the study row chosen on validation accuracy."""
+    best = max(summary["rows"], key=lambda r: r["val_acc_mean"])
+    return {f"{prefix}Best": tex_escape(best["name"]), f"{prefix}BestTestAcc": pct(best["test_acc_mean"])}
 
 
 def write_latex(results: str | Path = "results", out: str | Path = GENERATED) -> list[Path]:

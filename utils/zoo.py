@@ -9,7 +9,7 @@ from torch import nn
 from torchvision.ops import Conv2dNormActivation as ConvBNReLU
 
 from .attention import SqueezeExcite
-from .models import ImageClassifier, register
+from .models import ImageClassifier, register_class
 
 
 class VGG(ImageClassifier):
@@ -194,21 +194,6 @@ class DeepCMorphLite(ImageClassifier):
         return self.head(pooled)
 
 
-@register("vgg", VGG)
-def vgg(num_classes, **kw):
-    return VGG(num_classes, **kw)
-
-
-@register("inception", Inception)
-def inception(num_classes, **kw):
-    return Inception(num_classes, **kw)
-
-
-@register("autoencoder", ConvAutoencoder)
-def autoencoder(num_classes, **kw):
-    return ConvAutoencoder(num_classes, **kw)
-
-
-@register("deepcmorph_lite", DeepCMorphLite)
-def deepcmorph_lite(num_classes, **kw):
-    return DeepCMorphLite(num_classes, **kw)
+for _name, _cls in {"vgg": VGG, "inception": Inception, "autoencoder": ConvAutoencoder,
+                    "deepcmorph_lite": DeepCMorphLite}.items():
+    register_class(_name, _cls)
