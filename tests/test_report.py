@@ -7,7 +7,8 @@ from utils.report import END, START, update_readme
 
 
 def _record(tag, acc):
-    return {"model": "simple_cnn", "tag": tag, "profile": "cpu", "device": "cpu", "epochs_run": 3,
+    return {"model": "simple_cnn", "dataset": "bloodmnist", "tag": tag, "profile": "cpu", "device": "cpu", "epochs_run": 3,
+            "data": {"n": {"train": 3000 if tag == "a" else 11959}},
             "params": 288488, "train_seconds": 12.0,
             "test": {"acc": acc, "acc_ci95": [acc - 0.01, acc + 0.01], "auc": 0.99, "macro_f1": 0.9}}
 
@@ -23,6 +24,7 @@ def test_readme_table_comes_from_the_records(tmp_path):
     text = readme.read_text()
     assert "old" not in text and text.startswith("intro") and text.endswith("outro\n")
     assert text.index("| b |") < text.index("| a |")  # best first
+    assert "| b | cpu | cpu | 11,959 |" in text and "| a | cpu | cpu | 3,000 |" in text
     assert "95.00% (94.0-96.0)" in text
     assert not update_readme(readme, runs)  # idempotent
 

@@ -19,17 +19,20 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def results_table(folder: str | Path = "results/runs") -> str:
-    """Markdown table of every run record: one row per run, best test accuracy first."""
-    records = sorted(load_results(folder), key=lambda r: -r["test"]["acc"])
-    lines = ["| run | profile | device | epochs | params | test acc (95% CI) | test AUC | macro-F1 | train s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    """Markdown table of every run record, by dataset, best test accuracy first. ``train n`` is the
+    number of training images, so a study run on a subset (cpu-profile ablations) reads as one."""
+    records = sorted(load_results(folder), key=lambda r: (r.get("dataset", ""), -r["test"]["acc"]))
+    lines = ["| dataset | run | profile | device | train n | epochs | params | test acc (95% CI) | test AUC | macro-F1 | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         low, high = r["test"].get("acc_ci95", (float("nan"), float("nan")))
-        lines.append(f"| {r.get('tag') or r['model']} | {r['profile']} | {r['device']} | {r['epochs_run']} | "
+        train_n = r.get("data", {}).get("n", {}).get("train")
+        lines.append(f"| {r.get('dataset', '')} | {r.get('tag') or r['model']} | {r['profile']} | {r['device']} | "
+                     f"{'' if train_n is None else f'{train_n:,}'} | {r['epochs_run']} | "
                      f"{r['params'] / 1e6:.2f}M | {100 * r['test']['acc']:.2f}% ({100 * low:.1f}-{100 * high:.1f}) | "
                      f"{r['test']['auc']:.4f} | {r['test']['macro_f1']:.4f} | {r['train_seconds']:.0f} |")
     if not records:
-        lines.append("| (no runs yet) | | | | | | | | |")
+        lines.append("| (no runs yet) | | | | | | | | | | |")
     return "\n".join(lines)
 
 
