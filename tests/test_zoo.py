@@ -1,3 +1,6 @@
+import json
+
+import pytest
 import torch
 
 from utils.data import ImageSplit
@@ -32,3 +35,16 @@ def test_record_carries_its_imbalance_label_and_pretraining_history(tmp_path):
                           model_kwargs={"pretrain_epochs": 1}, labels={"imbalance": "focal"}, loss="focal")
     assert record["imbalance"] == "focal" and record["config"]["loss"] == "focal"
     assert len(record["pretrain_history"]) == 1 and record["pretrain_history"][0] > 0
+
+
+@pytest.mark.parametrize("name", sorted(ZOO.values()))
+def test_zoo_model_trains_through_the_cli_and_reloads(name, tmp_path, capsys):
+    from utils.models import load_checkpoint
+    from utils.train import main
+    main(["--model", name, "--dataset", "bloodmnist", "--profile", "smoke", "--train-limit", "128",
+          "--out", str(tmp_path), "--force"])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["run"].startswith(f"{name}-bloodmnist-smoke-") and 0 <= summary["test_acc"] <= 1
+    model, meta = load_checkpoint(summary["checkpoint"])
+    assert model.model_name == name and meta["input_size"] == 28
+    assert model(torch.rand(2, 3, 28, 28)).shape == (2, 8)
