@@ -19,6 +19,9 @@ def test_gradcam_at_28px_has_spatial_structure(blood):
     assert overlay(images[0], cams[0]).shape == (28, 28, 3)
     scores = road_scores(model, images[:2], cams[:2], classes[:2], percentiles=(50,))
     assert scores.shape == (2,) and np.isfinite(scores).all()
+    state = torch.random.get_rng_state()
+    assert np.array_equal(scores, road_scores(model, images[:2], cams[:2], classes[:2], percentiles=(50,)))
+    assert torch.equal(state, torch.random.get_rng_state())  # the caller's random state is left alone
 
 
 def test_architecture_rows_read_the_module():

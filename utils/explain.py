@@ -26,12 +26,14 @@ def compute_cams(model: torch.nn.Module, images: torch.Tensor, classes, method: 
 
 
 def road_scores(model: torch.nn.Module, images: torch.Tensor, cams: np.ndarray, classes,
-                percentiles=(20, 40, 60, 80)) -> np.ndarray:
+                percentiles=(20, 40, 60, 80), seed: int = 0) -> np.ndarray:
     """ROAD (Rong et al., 2022) combined score per image: the drop in softmax confidence when the
     least relevant pixels are removed minus the drop when the most relevant are, halved.
-    Higher means more faithful."""
+    Higher means more faithful. ROAD's imputation adds random noise; it is seeded (without touching
+    the caller's random state) so a re-run gives the same scores."""
     targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in classes]
-    with torch.no_grad():
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(seed)
         return np.asarray(ROADCombined(percentiles=list(percentiles))(images, cams, targets, model)).reshape(-1)
 
 

@@ -26,7 +26,8 @@ def save_figure(fig, name: str, folder: str | Path | None = None) -> Path:
     folder = Path(folder) if folder else output_dir("figures")
     folder.mkdir(parents=True, exist_ok=True)
     fig.savefig(folder / f"{name}.png", dpi=150, bbox_inches="tight")
-    fig.savefig(folder / f"{name}.pdf", bbox_inches="tight")
+    # No creation date in the PDF, so re-running a notebook leaves an unchanged figure byte-identical.
+    fig.savefig(folder / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None})
     return folder / f"{name}.png"
 
 
