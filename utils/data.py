@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -231,7 +232,6 @@ def load_pcam_subset(path: Path, cache_dir: Path) -> tuple[dict[str, ImageSplit]
         torch.save(decoded, tmp)
         tmp.replace(cache)
     splits, report = {}, {"cache": str(cache), "duplicates": {}}
-    seen_in: dict[str, str] = {}
     for split, d in decoded.items():
         groups = find_duplicates(d["md5"])
         drop = sorted(i for g in groups for i in g[1:])
@@ -243,10 +243,8 @@ def load_pcam_subset(path: Path, cache_dir: Path) -> tuple[dict[str, ImageSplit]
             "dropped": len(drop), "kept": int(keep.sum()),
             "dropped_by_class": torch.bincount(d["labels"][drop], minlength=2).tolist() if drop else [0, 0],
             "example_group": [d["names"][i] for i in groups[0]] if groups else []}
-        for digest in set(d["md5"]):
-            seen_in.setdefault(digest, "")
-            seen_in[digest] += split[0]
-    report["cross_split_duplicates"] = sum(len(s) > 1 for s in seen_in.values())
+    splits_holding = Counter(digest for d in decoded.values() for digest in set(d["md5"]))
+    report["cross_split_duplicates"] = sum(n > 1 for n in splits_holding.values())
     return splits, report
 
 

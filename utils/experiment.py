@@ -110,6 +110,8 @@ def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = 
                 "model_kwargs": model_kwargs}
     if train_limit:
         identity["train_limit"] = train_limit
+    # Runs from ImageNet weights are named apart from scratch runs of the same model.
+    tag = tag or (f"{model}_pretrained" if model_kwargs.get("pretrained") else None)
     run_name = f"{tag or model}-{dataset}-{prof.name}-s{seed}-{config_hash(identity)}"
     out = Path(out) if out else output_dir("results") / "runs"
     json_path, ckpt_path, state_path = out / f"{run_name}.json", out / f"{run_name}.pt", out / f"{run_name}.state.pt"

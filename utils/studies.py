@@ -51,8 +51,7 @@ BASELINES = {"SimpleCNN": ("simple_cnn", {}), "ResNet-18": ("resnet18", {}),
 def run_baselines(profile: str | None = None, dataset: str = "bloodmnist") -> list[dict]:
     """Each baseline once (seed 0) with its recipe; names and tags match `utils.train`'s runs."""
     prof = get_profile(profile)
-    return [dict(run_training(model, dataset, prof.name, 0, model_kwargs=kwargs or None,
-                              tag=f"{model}_pretrained" if kwargs.get("pretrained") else None), label=label)
+    return [dict(run_training(model, dataset, prof.name, 0, model_kwargs=kwargs or None), label=label)
             for label, (model, kwargs) in BASELINES.items()]
 
 
@@ -128,8 +127,7 @@ def run_pcam_study(profile: str | None = None) -> list[dict]:
     prof = get_profile(profile)
     budget = PCAM_CPU_BUDGET if prof.name == "cpu" else {}
     models = PCAM_MODELS if prof.name == "full" else {k: PCAM_MODELS[k] for k in PCAM_CPU_MODELS}
-    return [dict(run_training(model, "pcam", prof.name, seed, model_kwargs=kwargs or None,
-                              tag=f"{model}_pretrained" if kwargs.get("pretrained") else None, **budget),
+    return [dict(run_training(model, "pcam", prof.name, seed, model_kwargs=kwargs or None, **budget),
                  label=label)
             for label, (model, kwargs) in models.items() for seed in prof.seeds]
 

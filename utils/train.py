@@ -27,7 +27,7 @@ def main(argv=None):
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its state file")
     parser.add_argument("--force", action="store_true", help="retrain even if a result with this config exists")
     args = parser.parse_args(argv)
-    extra = {"model_kwargs": {"pretrained": True}, "tag": f"{args.model}_pretrained"} if args.pretrained else {}
+    extra = {"model_kwargs": {"pretrained": True}} if args.pretrained else {}
     if args.epochs:
         extra["epochs"] = args.epochs
     record = run_training(args.model, args.dataset, args.profile, args.seed, args.out, args.data_root,
