@@ -39,6 +39,19 @@ def test_mirror_is_used_when_data_root_is_empty(tmp_path, monkeypatch, blood):
     assert find_bloodmnist(tmp_path / "empty", download=False) == mirror / "bloodmnist.npz"
 
 
+def test_failed_download_says_where_it_looked_and_the_fix(tmp_path, monkeypatch):
+    import medmnist
+    from utils.data import find_bloodmnist
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Automatic download failed!")
+    monkeypatch.delenv("MEDMNIST_MIRROR", raising=False)
+    monkeypatch.setattr(medmnist, "BloodMNIST", offline)
+    with pytest.raises(FileNotFoundError, match="MEDMNIST_MIRROR") as caught:
+        find_bloodmnist(tmp_path)
+    assert str(tmp_path / "bloodmnist.npz") in str(caught.value) and list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("level", AUGMENT_LEVELS)
 def test_augmentation_keeps_dtype_shape_range_and_is_reproducible(blood, level):
     x = blood.splits["train"].images[:64].float() / 255

@@ -128,7 +128,13 @@ def find_bloodmnist(data_root: str | Path = DEFAULT_DATA_ROOT, download: bool = 
                                 f"run with download enabled or copy the official file there")
     import medmnist
     data_root.mkdir(parents=True, exist_ok=True)
-    medmnist.BloodMNIST(split="train", root=str(data_root), download=True, size=28)
+    try:
+        medmnist.BloodMNIST(split="train", root=str(data_root), download=True, size=28)
+    except Exception as error:  # medmnist wraps network errors in a RuntimeError
+        raise FileNotFoundError(
+            f"bloodmnist.npz is not in {', '.join(str(p.parent) for p in candidates)} and downloading it with "
+            f"medmnist failed ({type(error).__name__}). Put the official file (MD5 {expected}) at "
+            f"{data_root / 'bloodmnist.npz'}, or set MEDMNIST_MIRROR to the folder that holds it.") from error
     path = data_root / "bloodmnist.npz"
     verify_md5(path, expected)
     return path
@@ -426,7 +432,10 @@ def main():
     parser.add_argument("--dataset", default="bloodmnist", choices=sorted(DATASETS))
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     args = parser.parse_args()
-    data = load_dataset(args.dataset, args.data_root)
+    try:
+        data = load_dataset(args.dataset, args.data_root)
+    except (FileNotFoundError, DataIntegrityError) as error:
+        parser.exit(1, f"error: {error}\n")  # the message says what is wrong and the fix; no traceback
     print(json.dumps({"dataset": data.name, "path": data.source, "md5": data.md5,
                       "splits": {k: len(v) for k, v in data.splits.items()},
                       "classes": data.class_names}))
