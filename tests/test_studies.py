@@ -29,3 +29,46 @@ def test_summary_means_and_standard_deviations():
     assert a["seeds"] == 2 and abs(a["val_acc_mean"] - 0.91) < 1e-12 and abs(a["val_acc_std"] - 0.014142) < 1e-5
     assert b["seeds"] == 1 and b["val_acc_std"] == 0.0
     assert "-11.00" in format_summary(rows, baseline="a")
+
+
+def test_pcam_study_screens_then_retrains_the_validation_winner_on_all_patches(monkeypatch):
+    import utils.studies as studies
+    calls = []
+    val_auc = {"efficientnet_b0_se": 0.9, "efficientnet_lite0": 0.7}  # every other model 0.8
+
+    def fake_run_training(model, dataset, profile, seed, model_kwargs=None, **budget):
+        calls.append((model, model_kwargs, budget))
+        auc = val_auc.get(model, 0.8) + (0.05 if budget.get("train_limit") is None else 0)
+        return {"model": model, "seed": seed, "val": {"auc": auc}}
+
+    monkeypatch.setattr(studies, "run_training", fake_run_training)
+    records = studies.run_pcam_study("cpu")
+    screen = [r for r in records if r["stage"] == "screen"]
+    assert [r["label"] for r in screen] == list(studies.PCAM_MODELS)
+    assert all(budget == studies.PCAM_SCREEN_BUDGET["cpu"] for _, _, budget in calls[:len(screen)])
+    (final,) = [r for r in records if r["stage"] == "final"]
+    assert final["label"] == "B0 + SE" + studies.FINAL_SUFFIX and calls[-1] == ("efficientnet_b0_se", None, {"epochs": 6})
+
+    calls.clear()
+    records = studies.run_pcam_study("full")
+    assert len(records) == 3 * len(studies.PCAM_MODELS) and {r["stage"] for r in records} == {"screen"}
+    assert all(budget == {} for _, _, budget in calls)
+
+
+def test_binary_table_has_one_row_per_run_with_budget_and_both_thresholds(tmp_path):
+    import numpy as np
+    from utils.analysis import binary_study, binary_table
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split in ("val", "test"):
+        labels = np.repeat([0, 1], 50)
+        p1 = np.clip(0.3 + 0.4 * labels + rng.normal(0, 0.2, 100), 0, 1)
+        arrays.update({f"{split}_labels": labels, f"{split}_probs": np.stack([1 - p1, p1], 1)})
+    np.savez(tmp_path / "p.npz", **arrays)
+    record = {"run": "r", "predictions": str(tmp_path / "p.npz"), "data": {"n": {"train": 1234}},
+              "config": {"epochs": 6}, "epochs_run": 4}
+    study = binary_study(record)
+    assert study["train_n"] == 1234 and study["epochs_run"] == 4 and 0 < study["threshold"] < 1
+    assert 0.5 < study["test_at_0.5"]["auc"] <= 1 and study["val_at_0.5"]["auc"] > 0.5
+    table = binary_table({"Lite0 (ImageNet) (all patches)": study})
+    assert len(table.splitlines()) == 2 and "1234" in table and f"{study['test_at_0.5']['auc']:.4f}" in table

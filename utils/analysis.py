@@ -129,19 +129,22 @@ def binary_study(record: dict) -> dict:
     from .metrics import binary_metrics, choose_threshold
     p = load_predictions(record)
     threshold = choose_threshold(p["val_labels"], p["val_probs"][:, 1])
-    return {"run": record["run"], "threshold": threshold,
+    return {"run": record["run"], "threshold": threshold, "train_n": record["data"]["n"]["train"],
+            "epochs": record["config"]["epochs"], "epochs_run": record["epochs_run"],
             "val_at_0.5": binary_metrics(p["val_labels"], p["val_probs"][:, 1], 0.5),
             "test_at_0.5": binary_metrics(p["test_labels"], p["test_probs"][:, 1], 0.5),
             "test_at_val_threshold": binary_metrics(p["test_labels"], p["test_probs"][:, 1], threshold)}
 
 
 def binary_table(studies: dict[str, dict]) -> str:
-    """One line per run: test AUC, and accuracy / sensitivity / specificity / F1 at both thresholds."""
-    lines = [f"{'':<20}{'AUC':>7} | {'at 0.5: acc':>11}{'sens':>7}{'spec':>7}{'F1':>7} | "
+    """One line per run: training patches, epochs, validation AUC, then test AUC, and accuracy /
+    sensitivity / specificity / F1 at 0.5 and at the validation threshold."""
+    width = max([len(name) for name in studies] + [8]) + 1
+    lines = [f"{'':<{width}}{'train n':>7}{'ep':>3}{'val AUC':>8} | {'AUC':>6} | {'at 0.5: acc':>11}{'sens':>7}{'spec':>7}{'F1':>7} | "
              f"{'t(val)':>6}{'acc':>7}{'sens':>7}{'spec':>7}{'F1':>7}"]
     for name, s in studies.items():
         a, b = s["test_at_0.5"], s["test_at_val_threshold"]
-        lines.append(f"{name:<20}{a['auc']:>7.4f} | {a['acc']:>11.4f}{a['sensitivity']:>7.3f}{a['specificity']:>7.3f}"
+        lines.append(f"{name:<{width}}{s['train_n']:>7}{s['epochs_run']:>3}{s['val_at_0.5']['auc']:>8.4f} | {a['auc']:>6.4f} | {a['acc']:>11.4f}{a['sensitivity']:>7.3f}{a['specificity']:>7.3f}"
                      f"{a['f1']:>7.3f} | {s['threshold']:>6.3f}{b['acc']:>7.4f}{b['sensitivity']:>7.3f}"
                      f"{b['specificity']:>7.3f}{b['f1']:>7.3f}")
     return "\n".join(lines)

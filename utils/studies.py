@@ -48,11 +48,18 @@ BASELINES = {"SimpleCNN": ("simple_cnn", {}), "ResNet-18": ("resnet18", {}),
              "DeepEfficientNet": ("deep_efficientnet", {})}
 
 
-def run_baselines(profile: str | None = None, dataset: str = "bloodmnist") -> list[dict]:
-    """Each baseline once (seed 0) with its recipe; names and tags match `utils.train`'s runs."""
+def run_deep_efficientnet(profile: str | None = None, dataset: str = "bloodmnist") -> list[dict]:
+    """DeepEfficientNet with its recipe once per profile seed (notebook 03; seed 0 is the run that
+    notebook 06 explains and the other studies reuse)."""
     prof = get_profile(profile)
-    return [dict(run_training(model, dataset, prof.name, 0, model_kwargs=kwargs or None), label=label)
-            for label, (model, kwargs) in BASELINES.items()]
+    return [run_training("deep_efficientnet", dataset, prof.name, seed) for seed in prof.seeds]
+
+
+def run_baselines(profile: str | None = None, dataset: str = "bloodmnist") -> list[dict]:
+    """Each baseline with its recipe once per profile seed; names and tags match `utils.train`'s runs."""
+    prof = get_profile(profile)
+    return [dict(run_training(model, dataset, prof.name, seed, model_kwargs=kwargs or None), label=label)
+            for label, (model, kwargs) in BASELINES.items() for seed in prof.seeds]
 
 
 def run_attention_study(profile: str | None = None, dataset: str = "bloodmnist") -> list[dict]:
@@ -116,20 +123,35 @@ PCAM_MODELS = {
     "DeepEfficientNet": ("deep_efficientnet", {}),
     "Lite0 (scratch)": ("efficientnet_lite0", {}), "Lite0 (ImageNet)": ("efficientnet_lite0", {"pretrained": True}),
 }
-# One 96x96 training step of batch 128 takes about 6 s on 2 CPU cores, so the cpu profile trains
-# only the pretrained-vs-scratch pair, on 2,000 stratified training patches for 3 epochs.
-PCAM_CPU_MODELS = ("Lite0 (scratch)", "Lite0 (ImageNet)")
-PCAM_CPU_BUDGET = {"train_limit": 2000, "epochs": 3}
+# The cpu profile screens all seven models on 2,000 stratified training patches for 3 epochs (about
+# 3 minutes each on 2 cores), then trains the one with the best validation AUC on all training patches
+# (8% of PCam, the budget of the issue's targets) for 6 epochs (about 25 minutes). The full profile trains
+# all seven on all patches, so it has no second stage. Smoke runs the same two stages on the Lite0 pair.
+PCAM_SMOKE_MODELS = ("Lite0 (scratch)", "Lite0 (ImageNet)")
+PCAM_SCREEN_BUDGET = {"smoke": {"train_limit": 192}, "cpu": {"train_limit": 2000, "epochs": 3}, "full": {}}
+PCAM_FINAL_BUDGET = {"smoke": {}, "cpu": {"epochs": 6}, "full": None}
+FINAL_SUFFIX = " (all patches)"
 
 
 def run_pcam_study(profile: str | None = None) -> list[dict]:
-    """The full profile trains every PCAM_MODELS entry; cpu and smoke only the PCAM_CPU_MODELS pair."""
+    """Screen the PCAM_MODELS under the profile's PCAM_SCREEN_BUDGET, then, if the profile has a
+    PCAM_FINAL_BUDGET, retrain the screen's best model on validation AUC on all training patches.
+    Records carry ``label`` and ``stage`` ("screen" or "final")."""
     prof = get_profile(profile)
-    budget = PCAM_CPU_BUDGET if prof.name == "cpu" else {}
-    models = PCAM_MODELS if prof.name == "full" else {k: PCAM_MODELS[k] for k in PCAM_CPU_MODELS}
-    return [dict(run_training(model, "pcam", prof.name, seed, model_kwargs=kwargs or None, **budget),
-                 label=label)
-            for label, (model, kwargs) in models.items() for seed in prof.seeds]
+    models = {k: PCAM_MODELS[k] for k in PCAM_SMOKE_MODELS} if prof.name == "smoke" else PCAM_MODELS
+
+    def train(label: str, budget: dict, stage: str) -> list[dict]:
+        model, kwargs = PCAM_MODELS[label]
+        return [dict(run_training(model, "pcam", prof.name, seed, model_kwargs=kwargs or None, **budget),
+                     label=label + (FINAL_SUFFIX if stage == "final" else ""), stage=stage)
+                for seed in prof.seeds]
+
+    records = [r for label in models for r in train(label, PCAM_SCREEN_BUDGET[prof.name], "screen")]
+    final_budget = PCAM_FINAL_BUDGET[prof.name]
+    if final_budget is not None:
+        winner = max(records, key=lambda r: r["val"]["auc"])["label"]
+        records += train(winner, final_budget, "final")
+    return records
 
 
 def summarize(records: list[dict], by: str = "label") -> list[dict]:
