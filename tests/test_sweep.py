@@ -1,0 +1,31 @@
+import json
+
+from utils.experiment import plan_run
+from utils.studies import PCAM_MODELS, PCAM_SMOKE_MODELS
+from utils.sweep import plan, sweep
+
+
+def test_plan_lists_each_missing_run_once_and_waits_for_results_a_stage_needs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing stored here
+    screen = plan(["pcam"], "smoke")
+    assert len(screen) == len(PCAM_SMOKE_MODELS)  # the final run waits for the screen's validation AUCs
+    # DeepEfficientNet seed 0 is also a baseline: planned once.
+    both = plan(["deep_efficientnet", "baselines"], "smoke")
+    assert len(both) == 5 and list(both)[0].startswith("deep_efficientnet-bloodmnist-smoke-s0-")
+
+    for (run, kwargs), auc in zip(screen.items(), (0.6, 0.9)):  # the second screen run wins
+        stored = plan_run(**kwargs).json_path
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        stored.write_text(json.dumps({"run": run, "model": kwargs["model"], "val": {"auc": auc}}))
+    (final,) = plan(["pcam"], "smoke").values()
+    model, model_kwargs = PCAM_MODELS[PCAM_SMOKE_MODELS[1]]
+    assert final["model"] == model and final["model_kwargs"] == model_kwargs and "train_limit" not in final
+
+
+def test_sweep_trains_what_is_missing_then_finds_nothing_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert sweep(["deep_efficientnet"], "smoke", workers=1) == 0
+    (stored,) = (tmp_path / "build/smoke/results/runs").glob("deep_efficientnet-*.json")
+    assert json.loads(stored.read_text())["profile"] == "smoke"
+    assert plan(["deep_efficientnet"], "smoke") == {}
+    assert "1 run to train" in capsys.readouterr().out

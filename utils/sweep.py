@@ -1,0 +1,135 @@
+"""`python -m utils.sweep [--profile P] [--workers N] [--only STUDY ...] [--dry-run]`: every training
+run the notebooks need, trained N at a time, so that executing the notebooks afterwards trains nothing.
+
+The runs are planned by calling the studies themselves with ``run_training`` swapped for a planner,
+so this list can never drift from what the notebooks train. Stored runs are skipped. A study whose
+next stage depends on results (PatchCamelyon's final run retrains the screen's winner) is planned
+again once those results exist. Each run trains in its own worker process: one GPU holds several of
+these small models at once and keeps busier than with one at a time; on a CPU, workers share the cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from unittest import mock
+
+from . import studies
+from .experiment import plan_run
+from .profiles import PROFILE_NAMES, get_profile
+
+# Headline runs first: if a sweep is cut short, what is done is what matters most.
+STUDIES = {
+    "deep_efficientnet": studies.run_deep_efficientnet,  # notebook 03 (06 explains seed 0)
+    "baselines": studies.run_baselines,                  # 02 (and 08)
+    "attention": studies.run_attention_study,            # 04
+    "zoo": studies.run_zoo,                              # 08
+    "imbalance": studies.run_imbalance_study,            # 08
+    "ablations": studies.run_ablation_study,             # 05
+    "pcam": studies.run_pcam_study,                      # 07
+}
+
+
+class Pending(Exception):
+    """A study read a metric of a run that is planned but not trained yet."""
+
+
+class _PendingMetrics(Mapping):
+    def __getitem__(self, key):
+        raise Pending(key)
+
+    def __iter__(self):
+        raise Pending("metrics")
+
+    def __len__(self):
+        return 0
+
+
+def plan(names: list[str], profile: str) -> dict[str, dict]:
+    """Run name -> ``run_training`` arguments of every run the named studies need that is not stored
+    yet, each run once, in study order."""
+    planned: dict[str, dict] = {}
+
+    def planner(model, dataset="bloodmnist", profile=None, seed=0, **kwargs):
+        naming = {k: v for k, v in kwargs.items() if k not in ("labels", "data_root", "resume", "force", "data")}
+        run = plan_run(model, dataset, profile, seed, **naming)
+        if run.json_path.is_file():
+            return json.loads(run.json_path.read_text())
+        planned.setdefault(run.name, dict(model=model, dataset=dataset, profile=profile, seed=seed, **kwargs))
+        return {"run": run.name, "model": model, "seed": seed, "pending": True,
+                "val": _PendingMetrics(), "test": _PendingMetrics()}
+
+    with mock.patch.object(studies, "run_training", planner):
+        for name in names:
+            try:
+                STUDIES[name](profile)
+            except Pending:
+                pass  # the rest of this study waits for the runs planned so far
+    return planned
+
+
+def _init_worker(threads: int):
+    import torch
+    os.environ["TQDM_DISABLE"] = "1"  # one line per finished run instead of interleaved bars
+    torch.set_num_threads(threads)
+
+
+def _train(kwargs: dict) -> tuple[str, float]:
+    from .experiment import run_training
+    started = time.time()
+    record = run_training(**kwargs)
+    return record["run"], time.time() - started
+
+
+def sweep(names: list[str], profile: str, workers: int, dry_run: bool = False) -> int:
+    """Train everything ``plan`` lists, ``workers`` at a time, until nothing is left; 1 if a run failed."""
+    started, attempted = time.time(), set()
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    while True:
+        todo = plan(names, profile)
+        print(f"sweep ({profile}): {len(todo)} run{'' if len(todo) == 1 else 's'} to train"
+              + (" (dry run)" if dry_run else ""), flush=True)
+        if dry_run:
+            print("\n".join(f"  {run}" for run in todo))
+            return 0
+        if not todo:
+            print(f"sweep done in {time.time() - started:.0f} s", flush=True)
+            return 0
+        if attempted & set(todo):
+            print("sweep: runs still missing after their attempt (see the errors above)", file=sys.stderr)
+            return 1
+        attempted |= set(todo)
+        failed = 0
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                                 initargs=(threads,)) as pool:
+            futures = {pool.submit(_train, kwargs): run for run, kwargs in todo.items()}
+            for done, future in enumerate(as_completed(futures), 1):
+                try:
+                    run, seconds = future.result()
+                    print(f"[{done}/{len(todo)}] {run} {seconds:.0f} s", flush=True)
+                except Exception as error:  # report every failure, finish the others
+                    failed += 1
+                    print(f"[{done}/{len(todo)}] FAILED {futures[future]}: {error!r}", file=sys.stderr, flush=True)
+        if failed:
+            return 1
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m utils.sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=PROFILE_NAMES, help="default: $PROFILE, else full on CUDA, cpu otherwise")
+    parser.add_argument("--workers", type=int, default=1, help="runs trained at the same time (default 1)")
+    parser.add_argument("--only", nargs="+", choices=list(STUDIES), default=list(STUDIES), metavar="STUDY",
+                        help=f"studies to run, of: {', '.join(STUDIES)}")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs to train and stop")
+    args = parser.parse_args(argv)
+    sys.exit(sweep(args.only, get_profile(args.profile).name, args.workers, args.dry_run))
+
+
+if __name__ == "__main__":
+    main()
