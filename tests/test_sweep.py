@@ -29,3 +29,12 @@ def test_sweep_trains_what_is_missing_then_finds_nothing_to_do(tmp_path, monkeyp
     assert json.loads(stored.read_text())["profile"] == "smoke"
     assert plan(["deep_efficientnet"], "smoke") == {}
     assert "1 run to train" in capsys.readouterr().out
+
+
+def test_git_commit_of_a_copy_without_git_comes_from_the_environment(tmp_path, monkeypatch):
+    import utils.experiment as experiment
+    monkeypatch.setattr(experiment, "REPO_ROOT", tmp_path)  # a copy of the code, no .git folder
+    monkeypatch.setenv("GIT_COMMIT", "abc123")
+    assert experiment.git_commit() == "abc123"
+    monkeypatch.delenv("GIT_COMMIT")
+    assert experiment.git_commit() == "unknown"

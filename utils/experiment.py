@@ -31,6 +31,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def git_commit() -> str:
+    """HEAD (+ "-dirty" when utils/ has uncommitted changes); $GIT_COMMIT where the code is a copy
+    without its .git folder (e.g. sent to a GPU machine)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                                 check=True).stdout.strip()
@@ -38,7 +40,7 @@ def git_commit() -> str:
                                cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("GIT_COMMIT", "unknown")
 
 
 def count_flops(model: torch.nn.Module, image_size: int) -> int:
