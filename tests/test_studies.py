@@ -47,7 +47,7 @@ def test_pcam_study_screens_then_retrains_the_validation_winner_on_all_patches(m
     assert [r["label"] for r in screen] == list(studies.PCAM_MODELS)
     assert all(budget == studies.PCAM_SCREEN_BUDGET["cpu"] for _, _, budget in calls[:len(screen)])
     (final,) = [r for r in records if r["stage"] == "final"]
-    assert final["label"] == "B0 + SE" + studies.FINAL_SUFFIX and calls[-1] == ("efficientnet_b0_se", None, {"epochs": 6})
+    assert final["label"] == "B0 + SE" + studies.FINAL_SUFFIX and calls[-1] == ("efficientnet_b0_se", None, studies.PCAM_FINAL_BUDGET["cpu"])
 
     calls.clear()
     records = studies.run_pcam_study("full")
