@@ -99,9 +99,13 @@ class RunPlan:
     tag: str | None
     out: Path
 
+    def path(self, suffix: str) -> Path:
+        """``<out>/<run><suffix>``: .json (the record), .pt, .npz, .state.pt."""
+        return self.out / f"{self.name}{suffix}"
+
     @property
     def json_path(self) -> Path:
-        return self.out / f"{self.name}.json"
+        return self.path(".json")
 
 
 def plan_run(model: str, dataset: str = "bloodmnist", profile: str | None = None, seed: int = 0,
@@ -140,10 +144,10 @@ def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = 
     trains on a stratified subset of that many training images; ``labels`` are extra fields for the
     record (e.g. ``{"imbalance": "focal"}``) that do not change what is trained."""
     plan = plan_run(model, dataset, profile, seed, out, model_kwargs, tag, train_limit, **overrides)
-    prof, cfg, model_kwargs, identity, tag, run_name, out = (plan.profile, plan.config, plan.model_kwargs,
-                                                             plan.identity, plan.tag, plan.name, plan.out)
+    prof, cfg, model_kwargs, identity, tag, run_name = (plan.profile, plan.config, plan.model_kwargs,
+                                                        plan.identity, plan.tag, plan.name)
     device = default_device()
-    json_path, ckpt_path, state_path = out / f"{run_name}.json", out / f"{run_name}.pt", out / f"{run_name}.state.pt"
+    json_path, ckpt_path, npz_path, state_path = (plan.path(suffix) for suffix in (".json", ".pt", ".npz", ".state.pt"))
     force = bool(int(os.environ.get("FORCE", "0"))) if force is None else force
     if json_path.is_file() and not force:
         return json.loads(json_path.read_text())
@@ -181,7 +185,7 @@ def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = 
         "peak_memory_bytes": peak_bytes, "peak_memory_kind": peak_kind, "amp_dtype": result.amp_dtype,
         "pretrain_history": pretrain_history, "best_epoch": result.best_epoch, "epochs_run": len(result.history), "history": result.history,
         "val": val_metrics, "test": test_metrics,
-        "checkpoint": str(ckpt_path), "predictions": str(out / f"{run_name}.npz"),
+        "checkpoint": str(ckpt_path), "predictions": str(npz_path),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     meta = {"dataset": dataset, "class_names": data.class_names, "input_size": data.image_size,
@@ -189,7 +193,7 @@ def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = 
             "val": {k: val_metrics[k] for k in ("acc", "auc", "macro_f1", "ece")},
             "test": {k: test_metrics[k] for k in ("acc", "auc", "macro_f1", "ece")}}
     save_checkpoint(ckpt_path, net, meta)
-    np.savez_compressed(out / f"{run_name}.npz", val_probs=val_probs.astype(np.float32),
+    np.savez_compressed(npz_path, val_probs=val_probs.astype(np.float32),
                         val_labels=data.splits["val"].labels.cpu().numpy(),
                         test_probs=test_probs.astype(np.float32),
                         test_labels=data.splits["test"].labels.cpu().numpy())

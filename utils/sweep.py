@@ -10,6 +10,7 @@ these small models at once and keeps busier than with one at a time; on a CPU, w
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -20,7 +21,7 @@ from multiprocessing import get_context
 from unittest import mock
 
 from . import studies
-from .experiment import plan_run
+from .experiment import plan_run, run_training
 from .profiles import PROFILE_NAMES, get_profile
 
 # Headline runs first: if a sweep is cut short, what is done is what matters most.
@@ -33,6 +34,10 @@ STUDIES = {
     "ablations": studies.run_ablation_study,             # 05
     "pcam": studies.run_pcam_study,                      # 07
 }
+
+
+# run_training's arguments that do not name a run (where the data comes from, resume, extra record fields).
+RUN_ONLY_ARGS = set(inspect.signature(run_training).parameters) - set(inspect.signature(plan_run).parameters)
 
 
 class Pending(Exception):
@@ -56,8 +61,7 @@ def plan(names: list[str], profile: str) -> dict[str, dict]:
     planned: dict[str, dict] = {}
 
     def planner(model, dataset="bloodmnist", profile=None, seed=0, **kwargs):
-        naming = {k: v for k, v in kwargs.items() if k not in ("labels", "data_root", "resume", "force", "data")}
-        run = plan_run(model, dataset, profile, seed, **naming)
+        run = plan_run(model, dataset, profile, seed, **{k: v for k, v in kwargs.items() if k not in RUN_ONLY_ARGS})
         if run.json_path.is_file():
             return json.loads(run.json_path.read_text())
         planned.setdefault(run.name, dict(model=model, dataset=dataset, profile=profile, seed=seed, **kwargs))
@@ -80,7 +84,6 @@ def _init_worker(threads: int):
 
 
 def _train(kwargs: dict) -> tuple[str, float]:
-    from .experiment import run_training
     started = time.time()
     record = run_training(**kwargs)
     return record["run"], time.time() - started
