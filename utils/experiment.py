@@ -21,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .data import DEFAULT_DATA_ROOT, ImageDataset, load_dataset
 from .metrics import classification_metrics
-from .models import accepts_kwarg, build_model, count_parameters, save_checkpoint
+from .models import accepts_kwarg, build_model, count_parameters, load_checkpoint, save_checkpoint
 from .profiles import Profile, default_device, get_profile, output_dir
 from .recipes import DATASET_MODEL_KWARGS, train_config
 from .training import FitResult, TrainConfig, fit, predict_proba
@@ -201,6 +201,36 @@ def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = 
     # The run is complete and its checkpoint written: the resumable training state is ours to drop.
     state_path.unlink(missing_ok=True)
     return record
+
+
+def score_with_tta(record: dict, data_root: str | Path = DEFAULT_DATA_ROOT, force: bool | None = None) -> dict:
+    """A stored run's checkpoint scored again on val and test, averaging its 8 flips and 90-degree turns
+    (``predict_proba(tta=True)``). Returns the run's record with those ``val``/``test`` metrics,
+    ``"tta": true`` and ``predictions`` in ``results/tta/<run>.npz``; stored there with its own commit,
+    device and seconds, and reused unless ``force``. Nothing is retrained."""
+    out = output_dir("results") / "tta"
+    json_path, npz_path = out / f"{record['run']}.json", out / f"{record['run']}.npz"
+    force = bool(int(os.environ.get("FORCE", "0"))) if force is None else force
+    if json_path.is_file() and not force:
+        return json.loads(json_path.read_text())
+    started, device = time.time(), default_device()
+    model, meta = load_checkpoint(record["checkpoint"])
+    data = prepare_data(record["dataset"], get_profile(record["profile"]), data_root, device, record["seed"],
+                        record.get("train_limit"))
+    model.to(device)
+    metrics, probs = {}, {}
+    for split in ("val", "test"):
+        probs[split] = predict_proba(model, data.splits[split].images, tta=True).cpu().numpy()
+        metrics[split] = classification_metrics(data.splits[split].labels.cpu().numpy(), probs[split], data.class_names)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(npz_path, **{f"{s}_probs": probs[s].astype(np.float32) for s in probs},
+                        **{f"{s}_labels": data.splits[s].labels.cpu().numpy() for s in probs})
+    scored = dict(record, **metrics, tta=True, predictions=str(npz_path),
+                  tta_scoring={"device": device_name(device), "torch_version": torch.__version__,
+                               "git_commit": git_commit(), "wall_seconds": time.time() - started,
+                               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    json_path.write_text(json.dumps(scored, indent=1))
+    return scored
 
 
 def load_results(folder: str | Path = RESULTS_ROOT / "runs", **match) -> list[dict]:

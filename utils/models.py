@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 from torchvision.ops import Conv2dNormActivation, StochasticDepth
@@ -150,13 +151,16 @@ class EfficientNet(ImageClassifier):
     ``attention`` gives one attention name per stage ("none", "se", "cbam"); ``fusion_stages``, when
     set, fuses those stages' outputs with ``MultiScaleFusion`` before the head. ``stem_stride=1``
     is the small-image stem: a 28x28 input then ends stage 4 on a 4x4 map instead of 1x1.
+    ``input_scale`` resizes the input (bilinear) before the stem, e.g. 1.5 turns 96x96 into 144x144.
     """
 
     def __init__(self, num_classes: int, stages=B0_STAGES, attention=("se",) * 7,
                  stem_channels: int = 32, head_channels: int = 1280, stem_stride: int = 1,
                  act_layer: Callable[..., nn.Module] = nn.SiLU, dropout: float = 0.2,
-                 drop_path: float = 0.2, fusion_stages: tuple[int, ...] | None = None, **norm):
+                 drop_path: float = 0.2, fusion_stages: tuple[int, ...] | None = None,
+                 input_scale: float = 1.0, **norm):
         super().__init__(**norm)
+        self.input_scale = input_scale
         assert len(attention) == len(stages), "one attention name per stage"
         norm_layer = partial(nn.BatchNorm2d, eps=1e-3)
         self.stem = Conv2dNormActivation(3, stem_channels, 3, stem_stride, norm_layer=norm_layer,
@@ -188,6 +192,9 @@ class EfficientNet(ImageClassifier):
                                         nn.Linear(head_channels, num_classes))
 
     def forward_features(self, x):
+        if self.input_scale != 1:
+            # ImageNet weights were learnt on objects about twice the size of a 96x96 patch's cells.
+            x = F.interpolate(x, scale_factor=self.input_scale, mode="bilinear", align_corners=False)
         x = self.stem(self.normalize(x))
         outputs = []
         for stage in self.stages:

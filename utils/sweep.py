@@ -33,6 +33,7 @@ STUDIES = {
     "imbalance": studies.run_imbalance_study,            # 08
     "ablations": studies.run_ablation_study,             # 05
     "pcam": studies.run_pcam_study,                      # 07
+    "pcam_scaling": studies.run_pcam_scaling,            # 07
 }
 
 

@@ -135,11 +135,18 @@ def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
     raise ValueError(f"schedule must be cosine | onecycle | step | constant, got {cfg.schedule!r}")
 
 
+def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 flips and 90-degree turns of a batch (N x C x H x W, square images)."""
+    return [torch.rot90(v, k, (-2, -1)) for v in (x, x.flip(-1)) for k in range(4)]
+
+
 @torch.no_grad()
 def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 1024,
-                  amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> torch.Tensor:
+                  amp_dtype: torch.dtype | None = None, channels_last: bool = False,
+                  tta: bool = False) -> torch.Tensor:
     """Softmax probabilities (float32, on the images' device) for uint8 images N x 3 x H x W.
-    Without ``amp_dtype`` the pass is true float32, TF32 off, so scores reproduce across devices."""
+    Without ``amp_dtype`` the pass is true float32, TF32 off, so scores reproduce across devices.
+    ``tta`` averages the probabilities of the 8 ``dihedral_views`` (a patch has no up or left)."""
     model.eval()
     device = images.device
     out = []
@@ -149,10 +156,14 @@ def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 1024
     try:
         for i in range(0, len(images), batch_size):
             x = images[i:i + batch_size].float().div_(255)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast_context(device, amp_dtype):
-                out.append(torch.softmax(model(x).float(), 1))
+            views = dihedral_views(x) if tta else [x]
+            probs = 0
+            for view in views:
+                if channels_last:
+                    view = view.contiguous(memory_format=torch.channels_last)
+                with autocast_context(device, amp_dtype):
+                    probs = probs + torch.softmax(model(view).float(), 1)
+            out.append(probs / len(views))
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     return torch.cat(out)
