@@ -81,3 +81,16 @@ def test_missing_checkpoint_error_names_the_path(tmp_path):
 def test_unknown_model_lists_the_choices():
     with pytest.raises(KeyError, match="deep_efficientnet"):
         build_model("vgg99", 8)
+
+
+def test_input_scale_resizes_before_the_stem_and_keeps_the_weights():
+    torch.manual_seed(0)  # ImageNet features, so that the output depends on what the input shows
+    scaled = build_model("efficientnet_lite0", 2, stem_stride=2, input_scale=1.5, pretrained=True).eval()
+    plain = build_model("efficientnet_lite0", 2, stem_stride=2).eval()
+    plain.load_state_dict(scaled.state_dict())
+    x = torch.rand(2, 3, 96, 96)
+    resized = torch.nn.functional.interpolate(x, size=(144, 144), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        torch.testing.assert_close(scaled(x), plain(resized))
+        assert not torch.allclose(scaled(x), plain(x))
+    assert count_parameters(scaled) == count_parameters(plain)

@@ -68,3 +68,27 @@ def test_binary_metrics_at_a_threshold():
     assert m["confusion_matrix"] == [[2, 1], [1, 2]]
     t = choose_threshold(y, p)
     assert binary_metrics(y, p, t)["sensitivity"] + binary_metrics(y, p, t)["specificity"] >= 4 / 3
+
+
+def test_tta_scores_a_stored_run_once_and_reuses_it(pcam, tmp_path, monkeypatch):
+    from pathlib import Path
+    import utils.experiment as experiment
+    from utils.models import load_checkpoint
+    from utils.training import dihedral_views
+    data_root = Path(__file__).resolve().parent.parent / "data"
+    record = experiment.run_training("simple_cnn", "pcam", "smoke", 0, out=tmp_path / "runs", data_root=data_root,
+                                     data=experiment.prepare_data("pcam", experiment.get_profile("smoke"), data_root,
+                                                                  "cpu"))
+    monkeypatch.chdir(tmp_path)
+    scored = experiment.score_with_tta(record, data_root)
+    assert scored["tta"] and scored["run"] == record["run"] and scored["test"]["n"] == record["test"]["n"]
+    assert Path(scored["predictions"]).is_file() and scored["tta_scoring"]["git_commit"]
+    # The stored probabilities are the mean over the 8 views of the run's checkpoint, image by image.
+    model, _ = load_checkpoint(record["checkpoint"])
+    images = experiment.prepare_data("pcam", experiment.get_profile("smoke"), data_root, "cpu").splits["test"].images[:4]
+    with torch.no_grad():
+        expected = torch.stack([torch.softmax(model.eval()(v), 1) for v in dihedral_views(images.float() / 255)]).mean(0)
+    with np.load(scored["predictions"]) as npz:
+        np.testing.assert_allclose(npz["test_probs"][:4], expected.numpy(), atol=1e-5)
+    monkeypatch.setattr(experiment, "predict_proba", lambda *a, **k: pytest.fail("scored twice"))
+    assert experiment.score_with_tta(record, data_root) == scored

@@ -1,3 +1,5 @@
+import numpy as np
+
 from utils.models import build_model, count_parameters
 from utils.studies import ABLATIONS, ATTENTION_VARIANTS, format_summary, summarize
 from utils.training import TrainConfig
@@ -72,3 +74,57 @@ def test_binary_table_has_one_row_per_run_with_budget_and_both_thresholds(tmp_pa
     assert 0.5 < study["test_at_0.5"]["auc"] <= 1 and study["val_at_0.5"]["auc"] > 0.5
     table = binary_table({"Lite0 (ImageNet) (all patches)": study})
     assert len(table.splitlines()) == 2 and "1234" in table and f"{study['test_at_0.5']['auc']:.4f}" in table
+
+
+def test_pcam_scaling_trains_one_model_on_growing_subsets(monkeypatch):
+    import utils.studies as studies
+    calls = []
+
+    def fake_run_training(model, dataset, profile, seed, model_kwargs=None, train_limit=None, **budget):
+        calls.append((model, model_kwargs, train_limit, budget, seed))
+        return {"model": model, "seed": seed}
+
+    monkeypatch.setattr(studies, "run_training", fake_run_training)
+    records = studies.run_pcam_scaling("cpu")
+    plan = studies.PCAM_SCALING["cpu"]
+    model, kwargs = studies.PCAM_MODELS[studies.PCAM_SCALING_MODEL]
+    assert [c[2] for c in calls] == list(plan["train_limits"]) and plan["train_limits"][-1] is None
+    assert all(c[:2] == (model, kwargs) and c[3] == plan["budget"] for c in calls)
+    assert {r["label"] for r in records} == {studies.PCAM_SCALING_MODEL}
+    calls.clear()
+    assert len(studies.run_pcam_scaling("full")) == 3 * len(studies.PCAM_SCALING["full"]["train_limits"])
+
+
+def _binary(train_n, auc, acc, val_auc=None):
+    return {"train_n": train_n, "val_at_0.5": {"auc": val_auc or auc}, "test_at_0.5": {"auc": auc, "acc": acc}}
+
+
+def test_scaling_fit_recovers_a_log_linear_curve_and_where_it_meets_the_target():
+    from utils.analysis import scaling_study
+    # AUC = 0.80 + 0.05 log10(n / 1000): 0.965 at 10^(0.165/0.05) * 1000 = 1,995,262 patches.
+    studies = {f"{n}": _binary(n, 0.80 + 0.05 * np.log10(n / 1000), 0.7) for n in (1000, 4000, 20000)}
+    scaling = scaling_study(studies, {"auc": 0.965, "acc": 0.90})
+    fit = scaling["fits"]["auc"]
+    assert scaling["train_n"] == [1000, 4000, 20000]
+    assert abs(fit["per_tenfold"] - 0.05) < 1e-9 and abs(fit["patches_for_target"] / 1_995_262 - 1) < 1e-4
+    assert scaling["fits"]["acc"]["patches_for_target"] == float("inf")  # flat accuracy never gets there
+
+
+def test_pcam_levers_compare_each_change_with_the_run_it_changes():
+    from utils.analysis import levers_table, pcam_levers
+    def rec(label, val, test, stage="screen", history=()):
+        return {"label": label, "stage": stage, "seed": 0, "val": {"auc": val}, "test": {"auc": test},
+                "history": [{"val_auc": v} for v in history]}
+    records = [rec("Lite0 (scratch)", 0.80, 0.79), rec("Lite0 (ImageNet)", 0.90, 0.88),
+               rec("Lite0 (ImageNet, 1.5x input)", 0.92, 0.91),
+               rec("Lite0 (ImageNet) (all patches)", 0.95, 0.94, "final", (0.90, 0.94, 0.95, 0.93))]
+    best = records[-1]
+    tta = dict(best, val={"auc": 0.955}, test={"auc": 0.944})
+    scaling = {"train_n": [100, 100, 1000, 1000], "val_auc": [0.8, 0.82, 0.9, 0.9], "test_auc": [0.7, 0.74, 0.8, 0.9]}
+    rows = {r["lever"]: r for r in pcam_levers(records, best, tta, scaling)}
+    assert list(rows) == ["ImageNet weights", "1.5x input", "test-time augmentation", "more epochs", "more training patches"]
+    assert np.isclose(rows["ImageNet weights"]["val_auc"], 0.10) and np.isclose(rows["1.5x input"]["test_auc"], 0.03)
+    assert np.isclose(rows["test-time augmentation"]["val_auc"], 0.005)
+    assert np.isclose(rows["more epochs"]["val_auc"], 0.95 - 0.94) and rows["more epochs"]["test_auc"] is None
+    assert np.isclose(rows["more training patches"]["val_auc"], 0.09) and np.isclose(rows["more training patches"]["test_auc"], 0.13)
+    assert len(levers_table(list(rows.values())).splitlines()) == 6

@@ -76,3 +76,20 @@ def test_profiles_resolve_in_one_place(monkeypatch):
     with pytest.raises(TypeError, match="unknown"):
         train_config("deep_efficientnet", "bloodmnist", get_profile("smoke"), epoch=3)
     assert dataclasses.replace(full, seed=2).seed == 2
+
+
+def test_dihedral_tta_averages_the_eight_views():
+    from utils.training import dihedral_views, predict_proba
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    views = dihedral_views(x)
+    assert len(views) == 8 and len({tuple(v.flatten().tolist()) for v in views}) == 8
+
+    class Corner(torch.nn.Module):  # looks only at the top-left pixel: every view sees another one
+        def forward(self, x):
+            return torch.stack([x[:, 0, 0, 0], -x[:, 0, 0, 0]], 1) * 10
+
+    images = torch.randint(0, 256, (5, 3, 6, 6), dtype=torch.uint8)
+    model = Corner()
+    expected = torch.stack([torch.softmax(model(v), 1) for v in dihedral_views(images.float() / 255)]).mean(0)
+    torch.testing.assert_close(predict_proba(model, images, batch_size=2, tta=True), expected)
+    assert not torch.allclose(predict_proba(model, images), expected)

@@ -148,3 +148,67 @@ def binary_table(studies: dict[str, dict]) -> str:
                      f"{a['f1']:>7.3f} | {s['threshold']:>6.3f}{b['acc']:>7.4f}{b['sensitivity']:>7.3f}"
                      f"{b['specificity']:>7.3f}{b['f1']:>7.3f}")
     return "\n".join(lines)
+
+
+def scaling_study(studies: dict[str, dict], targets: dict[str, float]) -> dict:
+    """Test metrics at 0.5 against training patches (runs of one model at one budget), with a straight
+    line fitted to each metric against log10(patches) by least squares (``np.polyfit``) and the patches
+    at which that line reaches each target. Learning curves flatten as data grows, so the line's answer is
+    a lower bound on the patches a target needs, not a forecast."""
+    points = sorted((s["train_n"], s) for s in studies.values())
+    n = np.array([p[0] for p in points], dtype=float)
+    out = {"train_n": n.astype(int).tolist(), "val_auc": [p[1]["val_at_0.5"]["auc"] for p in points], "fits": {}}
+    for metric, target in targets.items():
+        values = np.array([p[1]["test_at_0.5"][metric] for p in points])
+        slope, intercept = np.polyfit(np.log10(n), values, 1)
+        decades = (target - intercept) / slope if slope > 0 else np.inf
+        needed = float(10 ** decades) if decades < 15 else float("inf")  # beyond 10^15 patches: never
+        out[f"test_{metric}"] = values.tolist()
+        out["fits"][metric] = {"target": target, "per_tenfold": float(slope), "intercept": float(intercept),
+                               "patches_for_target": needed}
+    return out
+
+
+def pcam_levers(records: list[dict], best: dict, best_tta: dict, scaling: dict) -> list[dict]:
+    """What each measured change bought in validation AUC (what decides) and test AUC, each change
+    against the run it changes: ImageNet weights and a 1.5x input (screen runs of one seed), test-time
+    augmentation (the best run on validation), more epochs (the best run's first half of epochs against
+    all of them, validation only) and more training patches (the scaling study's smallest against its
+    largest subset, seed means)."""
+    from .studies import PCAM_SCALING_MODEL
+    screen = {r["label"]: r for r in records if r.get("stage") == "screen" and r["seed"] == best["seed"]}
+    rows = []
+
+    def change(lever, before: dict, after: dict, before_name: str, after_name: str):
+        rows.append({"lever": lever, "from": before_name, "to": after_name,
+                     "val_auc": after["val"]["auc"] - before["val"]["auc"],
+                     "test_auc": after["test"]["auc"] - before["test"]["auc"]})
+
+    for lever, before, after in (("ImageNet weights", "Lite0 (scratch)", "Lite0 (ImageNet)"),
+                                 ("1.5x input", "Lite0 (ImageNet)", "Lite0 (ImageNet, 1.5x input)")):
+        if before in screen and after in screen:
+            change(lever, screen[before], screen[after], before, after)
+    change("test-time augmentation", best, best_tta, best["label"], best["label"] + " + TTA")
+    val_auc = [h["val_auc"] for h in best["history"]]
+    half = len(val_auc) // 2
+    if half:
+        rows.append({"lever": "more epochs", "from": f"{best['label']}, epochs 1-{half}",
+                     "to": f"epochs 1-{len(val_auc)}", "val_auc": max(val_auc) - max(val_auc[:half]),
+                     "test_auc": None})
+    n = np.array(scaling["train_n"])
+    if len(set(n)) > 1:
+        lo, hi = n == n.min(), n == n.max()
+        val, test = np.array(scaling["val_auc"]), np.array(scaling["test_auc"])
+        rows.append({"lever": "more training patches", "from": f"{PCAM_SCALING_MODEL}, {n.min():,} patches",
+                     "to": f"{n.max():,} patches", "val_auc": float(val[hi].mean() - val[lo].mean()),
+                     "test_auc": float(test[hi].mean() - test[lo].mean())})
+    return rows
+
+
+def levers_table(rows: list[dict]) -> str:
+    width = max(len(r["lever"]) for r in rows) + 2
+    lines = [f"{'':<{width}}{'d val AUC':>10}{'d test AUC':>11}  from -> to"]
+    for r in rows:
+        test = f"{r['test_auc']:>+11.4f}" if r["test_auc"] is not None else f"{'':>11}"
+        lines.append(f"{r['lever']:<{width}}{r['val_auc']:>+10.4f}{test}  {r['from']} -> {r['to']}")
+    return "\n".join(lines)

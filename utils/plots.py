@@ -248,3 +248,25 @@ def plot_per_class_recall(rows: list[dict], class_names: list[str]):
     ax.set_ylim(max(0, min(min(r["recall_mean"]) for r in rows) - 0.15), 1.0)
     ax.legend(fontsize=7, ncol=2)
     return fig
+
+
+def plot_scaling(scaling: dict):
+    """Test metrics against training patches (log axis), each with its fitted line extended to its target."""
+    n = np.array(scaling["train_n"], dtype=float)
+    fits = scaling["fits"]
+    fig, axes = plt.subplots(1, len(fits), figsize=(4 * len(fits), 3.4))
+    for ax, (metric, fit) in zip(np.atleast_1d(axes), fits.items()):
+        ax.plot(n, scaling[f"test_{metric}"], "o", label=f"test {metric}")
+        if metric == "auc":
+            ax.plot(n, scaling["val_auc"], "s", mfc="none", label="validation auc")
+        reach = fit["patches_for_target"] if np.isfinite(fit["patches_for_target"]) else n.max()
+        xs = np.geomspace(n.min(), max(n.max(), min(reach, 1e7)), 50)
+        ax.plot(xs, fit["intercept"] + fit["per_tenfold"] * np.log10(xs), "--", lw=1,
+                label=f"fit: {fit['per_tenfold']:+.3f} per 10x patches")
+        ax.axhline(fit["target"], color="grey", lw=0.8, ls=":", label=f"target {fit['target']}")
+        ax.set_xscale("log")
+        ax.set_xlabel("training patches")
+        ax.set_ylabel(metric)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
