@@ -214,7 +214,7 @@ def score_with_tta(record: dict, data_root: str | Path = DEFAULT_DATA_ROOT, forc
     if json_path.is_file() and not force:
         return json.loads(json_path.read_text())
     started, device = time.time(), default_device()
-    model, meta = load_checkpoint(record["checkpoint"])
+    model, _ = load_checkpoint(record["checkpoint"])
     data = prepare_data(record["dataset"], get_profile(record["profile"]), data_root, device, record["seed"],
                         record.get("train_limit"))
     model.to(device)

@@ -193,7 +193,7 @@ class EfficientNet(ImageClassifier):
 
     def forward_features(self, x):
         if self.input_scale != 1:
-            # ImageNet weights were learnt on objects about twice the size of a 96x96 patch's cells.
+            # Pretrained features were learnt at ImageNet's 224x224 scale; a larger input meets them part way.
             x = F.interpolate(x, scale_factor=self.input_scale, mode="bilinear", align_corners=False)
         x = self.stem(self.normalize(x))
         outputs = []
