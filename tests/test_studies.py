@@ -112,19 +112,22 @@ def test_scaling_fit_recovers_a_log_linear_curve_and_where_it_meets_the_target()
 
 def test_pcam_levers_compare_each_change_with_the_run_it_changes():
     from utils.analysis import levers_table, pcam_levers
-    def rec(label, val, test, stage="screen", history=()):
+    def rec(label, val, test, stage="screen", epochs=3):
         return {"label": label, "stage": stage, "seed": 0, "val": {"auc": val}, "test": {"auc": test},
-                "history": [{"val_auc": v} for v in history]}
+                "model": "efficientnet_lite0", "pretrained": True, "config": {"epochs": epochs},
+                "data": {"n": {"train": 19171}}}
     records = [rec("Lite0 (scratch)", 0.80, 0.79), rec("Lite0 (ImageNet)", 0.90, 0.88),
-               rec("Lite0 (ImageNet, 1.5x input)", 0.92, 0.91),
-               rec("Lite0 (ImageNet) (all patches)", 0.95, 0.94, "final", (0.90, 0.94, 0.95, 0.93))]
+               rec("Lite0 (ImageNet, 1.5x input)", 0.92, 0.91), rec("Lite0 (ImageNet) (all patches)", 0.95, 0.94, "final")]
     best = records[-1]
     tta = dict(best, val={"auc": 0.955}, test={"auc": 0.944})
+    epoch_runs = [rec("x", 0.9484, 0.9461, epochs=12), rec("x", 0.9477, 0.9478, epochs=6)]
     scaling = {"train_n": [100, 100, 1000, 1000], "val_auc": [0.8, 0.82, 0.9, 0.9], "test_auc": [0.7, 0.74, 0.8, 0.9]}
-    rows = {r["lever"]: r for r in pcam_levers(records, best, tta, scaling)}
+    rows = {r["lever"]: r for r in pcam_levers(records, best, tta, scaling, epoch_runs)}
     assert list(rows) == ["ImageNet weights", "1.5x input", "test-time augmentation", "more epochs", "more training patches"]
     assert np.isclose(rows["ImageNet weights"]["val_auc"], 0.10) and np.isclose(rows["1.5x input"]["test_auc"], 0.03)
     assert np.isclose(rows["test-time augmentation"]["val_auc"], 0.005)
-    assert np.isclose(rows["more epochs"]["val_auc"], 0.95 - 0.94) and rows["more epochs"]["test_auc"] is None
+    assert np.isclose(rows["more epochs"]["val_auc"], 0.0007) and np.isclose(rows["more epochs"]["test_auc"], -0.0017)
+    assert rows["more epochs"]["from"].endswith("6 epochs") and rows["more epochs"]["to"] == "12 epochs"
     assert np.isclose(rows["more training patches"]["val_auc"], 0.09) and np.isclose(rows["more training patches"]["test_auc"], 0.13)
     assert len(levers_table(list(rows.values())).splitlines()) == 6
+    assert "more epochs" not in {r["lever"] for r in pcam_levers(records, best, tta, scaling)}

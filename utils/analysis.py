@@ -169,12 +169,13 @@ def scaling_study(studies: dict[str, dict], targets: dict[str, float]) -> dict:
     return out
 
 
-def pcam_levers(records: list[dict], best: dict, best_tta: dict, scaling: dict) -> list[dict]:
+def pcam_levers(records: list[dict], best: dict, best_tta: dict, scaling: dict,
+                epoch_runs: list[dict] = ()) -> list[dict]:
     """What each measured change bought in validation AUC (what decides) and test AUC, each change
     against the run it changes: ImageNet weights and a 1.5x input (screen runs of one seed), test-time
-    augmentation (the best run on validation), more epochs (the best run's first half of epochs against
-    all of them, validation only) and more training patches (the scaling study's smallest against its
-    largest subset, seed means)."""
+    augmentation (the best run on validation), more epochs (``epoch_runs``: runs that differ only in
+    their epochs, fewest against most) and more training patches (the scaling study's smallest against
+    its largest subset, seed means)."""
     from .studies import PCAM_SCALING_MODEL
     screen = {r["label"]: r for r in records if r.get("stage") == "screen" and r["seed"] == best["seed"]}
     rows = []
@@ -189,12 +190,10 @@ def pcam_levers(records: list[dict], best: dict, best_tta: dict, scaling: dict) 
         if before in screen and after in screen:
             change(lever, screen[before], screen[after], before, after)
     change("test-time augmentation", best, best_tta, best["label"], best["label"] + " + TTA")
-    val_auc = [h["val_auc"] for h in best["history"]]
-    half = len(val_auc) // 2
-    if half:
-        rows.append({"lever": "more epochs", "from": f"{best['label']}, epochs 1-{half}",
-                     "to": f"epochs 1-{len(val_auc)}", "val_auc": max(val_auc) - max(val_auc[:half]),
-                     "test_auc": None})
+    if len(epoch_runs) > 1:
+        fewest, most = (sorted(epoch_runs, key=lambda r: r["config"]["epochs"])[i] for i in (0, -1))
+        name = f"{fewest['model']}{' (ImageNet)' if fewest['pretrained'] else ''}, {fewest['data']['n']['train']:,} patches"
+        change("more epochs", fewest, most, f"{name}, {fewest['config']['epochs']} epochs", f"{most['config']['epochs']} epochs")
     n = np.array(scaling["train_n"])
     if len(set(n)) > 1:
         lo, hi = n == n.min(), n == n.max()
@@ -209,6 +208,5 @@ def levers_table(rows: list[dict]) -> str:
     width = max(len(r["lever"]) for r in rows) + 2
     lines = [f"{'':<{width}}{'d val AUC':>10}{'d test AUC':>11}  from -> to"]
     for r in rows:
-        test = f"{r['test_auc']:>+11.4f}" if r["test_auc"] is not None else f"{'':>11}"
-        lines.append(f"{r['lever']:<{width}}{r['val_auc']:>+10.4f}{test}  {r['from']} -> {r['to']}")
+        lines.append(f"{r['lever']:<{width}}{r['val_auc']:>+10.4f}{r['test_auc']:>+11.4f}  {r['from']} -> {r['to']}")
     return "\n".join(lines)

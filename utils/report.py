@@ -292,7 +292,7 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
             m["PcamInputValDelta"] = f"{levers['1.5x input']['val_auc']:+.4f}"
         t["pcam_levers"] = _table(["Change", "From", "To", "$\\Delta$ val AUC", "$\\Delta$ test AUC"],
                                   [[tex_escape(r["lever"]), tex_escape(r["from"]), tex_escape(r["to"]),
-                                    f"{r['val_auc']:+.4f}", "--" if r["test_auc"] is None else f"{r['test_auc']:+.4f}"]
+                                    f"{r['val_auc']:+.4f}", f"{r['test_auc']:+.4f}"]
                                    for r in pcam["levers"]], "not run yet", align="lllrr")
         scaling = pcam["scaling"]
         epochs = {s["epochs"] for s in pcam["scaling_runs"].values()}
