@@ -131,3 +131,20 @@ def test_pcam_levers_compare_each_change_with_the_run_it_changes():
     assert np.isclose(rows["more training patches"]["val_auc"], 0.09) and np.isclose(rows["more training patches"]["test_auc"], 0.13)
     assert len(levers_table(list(rows.values())).splitlines()) == 6
     assert "more epochs" not in {r["lever"] for r in pcam_levers(records, best, tta, scaling)}
+
+
+def test_epoch_variants_are_the_runs_that_differ_only_in_epochs(tmp_path):
+    import json
+    from utils.analysis import epoch_variants
+    def write(name, epochs, **change):
+        r = {"run": name, "model": "m", "dataset": "pcam", "profile": "cpu", "model_kwargs": {"pretrained": True},
+             "seed": 0, "config": {"epochs": epochs, "lr": 1e-3}, "predictions": str(tmp_path / f"{name}.npz")}
+        r.update(change)
+        (tmp_path / f"{name}.json").write_text(json.dumps(r))
+        return r
+    six = write("six", 6)
+    write("twelve", 12)
+    write("subset", 12, train_limit=2000)
+    write("other_lr", 12, config={"epochs": 12, "lr": 2e-3})
+    write("other_seed", 12, seed=1)
+    assert sorted(r["run"] for r in epoch_variants(six)) == ["six", "twelve"]

@@ -169,6 +169,16 @@ def scaling_study(studies: dict[str, dict], targets: dict[str, float]) -> dict:
     return out
 
 
+def epoch_variants(record: dict) -> list[dict]:
+    """The stored runs in ``record``'s folder that differ from it in nothing but their epochs (itself included)."""
+    from .experiment import load_results
+
+    def identity(r: dict) -> dict:
+        return {"config": dict(r["config"], epochs=None),
+                **{k: r.get(k) for k in ("model", "dataset", "profile", "model_kwargs", "train_limit", "seed")}}
+    return [r for r in load_results(Path(record["predictions"]).parent) if identity(r) == identity(record)]
+
+
 def pcam_levers(records: list[dict], best: dict, best_tta: dict, scaling: dict,
                 epoch_runs: list[dict] = ()) -> list[dict]:
     """What each measured change bought in validation AUC (what decides) and test AUC, each change
