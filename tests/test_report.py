@@ -49,6 +49,10 @@ def test_latex_macros_trace_to_the_result_files(tmp_path):
     record = json.loads((results / "runs" / f"{main['run']}.json").read_text())
     assert defined["DeepEffTestAcc"] == f"{100 * record['test']['acc']:.2f}"
     assert defined["BloodTest"] == "3,421"
+    pcam = json.loads((results / "pcam/summary.json").read_text())
+    final = pcam["tta"]["study"] if pcam["tta"]["kept"] else pcam["runs"][pcam["final"]]
+    assert defined["PcamBestAUC"] == f"{final['test_at_0.5']['auc']:.4f}"
+    assert defined["PcamTTAKept"] == ("kept" if pcam["tta"]["kept"] else "not kept")
     assert all(p.read_text().count(r"\begin{tabular}") == 1 for p in written if p.name != "macros.tex")
 
 
