@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg") if matplotlib.get_backend().lower() == "agg" else None
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import seaborn as sns
 
@@ -265,8 +266,13 @@ def plot_scaling(scaling: dict):
                 label=f"fit: {fit['per_tenfold']:+.3f} per 10x patches")
         ax.axhline(fit["target"], color="grey", lw=0.8, ls=":", label=f"target {fit['target']}")
         ax.set_xscale("log")
+        # The measured sizes as ticks: matplotlib's log minor labels (3x10^3, 4x10^3, ...) overlap here.
+        ticks = list(n) + ([reach] if reach > n.max() else [])
+        ax.xaxis.set_major_locator(mticker.FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda x, _: f"{x / 1000:.3g}k"))
+        ax.xaxis.set_minor_locator(mticker.NullLocator())
         ax.set_xlabel("training patches")
-        ax.set_ylabel(metric)
+        ax.set_ylabel({"auc": "AUC", "acc": "accuracy"}.get(metric, metric))
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig

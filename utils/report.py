@@ -302,9 +302,14 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
             m[f"PcamScaling{name}Patches"] = f"{fit['patches_for_target']:,.0f}"
             m[f"PcamScaling{name}TimesPcam"] = f"{fit['patches_for_target'] / PCAM_TRAIN_PATCHES:.1f}"
         m["PcamScalingAUCPerTenfold"] = f"{scaling['fits']['auc']['per_tenfold']:+.4f}"
-        beyond = [fit["patches_for_target"] > max(scaling["train_n"]) for fit in scaling["fits"].values()]
-        m["PcamScalingVerdict"] = ("both lie beyond the patches used here" if all(beyond) else
-                                   "at least one lies within the patches used here")
+        needed = [fit["patches_for_target"] for fit in scaling["fits"].values()]
+        if min(needed) <= max(scaling["train_n"]):
+            verdict = "at least one lies within the patches used here"
+        elif max(needed) <= PCAM_TRAIN_PATCHES:
+            verdict = "both lie beyond the patches used here but within PCam's whole training split"
+        else:
+            verdict = "both lie beyond the patches used here, and at least one beyond PCam's whole training split"
+        m["PcamScalingVerdict"] = tex_escape(verdict)
     else:
         t["pcam"] = _table(["Model", "AUC"], [], "notebook 07 not run yet")
     return m, t
