@@ -18,6 +18,7 @@ def test_readme_table_comes_from_the_records(tmp_path):
     runs.mkdir()
     (runs / "a.json").write_text(json.dumps(_record("a", 0.9)))
     (runs / "b.json").write_text(json.dumps(_record("b", 0.95)))
+    (runs / "c.json").write_text(json.dumps(dict(_record("c", 0.8), model_kwargs={"input_scale": 1.5})))
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{START}\nold\n{END}\noutro\n")
     assert update_readme(readme, runs)
@@ -26,6 +27,7 @@ def test_readme_table_comes_from_the_records(tmp_path):
     assert text.index("| b |") < text.index("| a |")  # best first
     assert "| b | cpu | cpu | 11,959 |" in text and "| a | cpu | cpu | 3,000 |" in text
     assert "95.00% (94.0-96.0)" in text
+    assert "| c (input x1.5) | cpu |" in text  # runs that differ only in input size stay apart
     assert not update_readme(readme, runs)  # idempotent
 
 

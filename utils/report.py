@@ -27,7 +27,9 @@ def results_table(folder: str | Path = "results/runs") -> str:
     for r in records:
         low, high = r["test"].get("acc_ci95", (float("nan"), float("nan")))
         train_n = r.get("data", {}).get("n", {}).get("train")
-        lines.append(f"| {r.get('dataset', '')} | {r.get('tag') or r['model']} | {r['profile']} | {r['device']} | "
+        scale = (r.get("model_kwargs") or {}).get("input_scale") or 1
+        name = (r.get("tag") or r["model"]) + (f" (input x{scale:g})" if scale != 1 else "")
+        lines.append(f"| {r.get('dataset', '')} | {name} | {r['profile']} | {r['device']} | "
                      f"{'' if train_n is None else f'{train_n:,}'} | {r['epochs_run']} | "
                      f"{r['params'] / 1e6:.2f}M | {100 * r['test']['acc']:.2f}% ({100 * low:.1f}-{100 * high:.1f}) | "
                      f"{r['test']['auc']:.4f} | {r['test']['macro_f1']:.4f} | {r['train_seconds']:.0f} |")
