@@ -54,6 +54,7 @@ def test_latex_macros_trace_to_the_result_files(tmp_path):
     pcam = json.loads((results / "pcam/summary.json").read_text())
     final = pcam["tta"]["study"] if pcam["tta"]["kept"] else pcam["runs"][pcam["final"]]
     assert defined["PcamBestAUC"] == f"{final['test_at_0.5']['auc']:.4f}"
+    assert defined["PcamBestAccTval"] == f"{100 * final['test_at_val_threshold']['acc']:.2f}"
     assert defined["PcamTTAKept"] == ("kept" if pcam["tta"]["kept"] else "not kept")
     assert all(p.read_text().count(r"\begin{tabular}") == 1 for p in written if p.name != "macros.tex")
 

@@ -127,7 +127,7 @@ def test_pcam_levers_compare_each_change_with_the_run_it_changes():
     assert np.isclose(rows["ImageNet weights"]["val_auc"], 0.10) and np.isclose(rows["1.5x input"]["test_auc"], 0.03)
     assert np.isclose(rows["test-time augmentation"]["val_auc"], 0.005)
     assert np.isclose(rows["more epochs"]["val_auc"], 0.0007) and np.isclose(rows["more epochs"]["test_auc"], -0.0017)
-    assert rows["more epochs"]["from"].endswith("6 epochs") and rows["more epochs"]["to"] == "12 epochs"
+    assert rows["more epochs"]["from"] == "x, 19,171 patches, 6 epochs" and rows["more epochs"]["to"] == "12 epochs"
     assert np.isclose(rows["more training patches"]["val_auc"], 0.09) and np.isclose(rows["more training patches"]["test_auc"], 0.13)
     assert len(levers_table(list(rows.values())).splitlines()) == 6
     assert "more epochs" not in {r["lever"] for r in pcam_levers(records, best, tta, scaling)}
@@ -148,3 +148,4 @@ def test_epoch_variants_are_the_runs_that_differ_only_in_epochs(tmp_path):
     write("other_lr", 12, config={"epochs": 12, "lr": 2e-3})
     write("other_seed", 12, seed=1)
     assert sorted(r["run"] for r in epoch_variants(six)) == ["six", "twelve"]
+    assert {r["label"] for r in epoch_variants(dict(six, label="Lite0"))} == {"Lite0"}

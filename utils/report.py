@@ -125,7 +125,7 @@ MACROS = (
     "DeepEffTestAccHigh", "DeepEffTestAccLow", "DeepEffTestMacroF", "DeepEffTestN", "DeepEffTrainSeconds",
     "DeepEffValAcc", "DeepEffSeeds", "DeepEffSeedsTestAccMean", "DeepEffSeedsTestAccStd", "DeepEffTarget", "GpuBenchDevice", "GpuBenchFiftyEpochs", "GpuBenchImagesPerSecond", "GpuBenchLatency",
     "GpuBenchLoaderEpoch", "GpuBenchProjectEpoch", "GpuBenchSpeedup", "HasGpuBench", "ImbalanceBest",
-    "ImbalanceModel", "ImbalanceSeeds", "PcamBest", "PcamBestAUC", "PcamBestAcc", "PcamDropped", "PcamEpochs",
+    "ImbalanceModel", "ImbalanceSeeds", "PcamBest", "PcamBestAUC", "PcamBestAcc", "PcamBestAccTval", "PcamBestTval", "PcamDropped", "PcamEpochs",
     "PcamAccTarget", "PcamAUCTarget", "PcamScreenEpochs", "PcamScreenTrain",
     "PcamGroups", "PcamLiteImageNetAUC", "PcamLiteScratchAUC", "PcamProfile", "PcamTest", "PcamTrain",
     "PcamTTAKept", "PcamTTAValDelta", "PcamInputValDelta", "PcamScalingTrainMin", "PcamScalingAUCPerTenfold",
@@ -284,6 +284,7 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
         final = runs[pcam["final"]]
         m.update(PcamBest=tex_escape(pcam["final"]), PcamBestAcc=pct(final["test_at_0.5"]["acc"]),
                  PcamBestAUC=f"{final['test_at_0.5']['auc']:.4f}",
+                 PcamBestAccTval=pct(final["test_at_val_threshold"]["acc"]), PcamBestTval=f"{final['threshold']:.2f}",
                  PcamAccTarget="met" if final["test_at_0.5"]["acc"] >= 0.90 else "not met",
                  PcamAUCTarget="met" if final["test_at_0.5"]["auc"] >= 0.965 else "not met")
         m.update(PcamTrainUsed=f"{final['train_n']:,}", PcamEpochs=str(final["epochs"]),
@@ -302,7 +303,7 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
         for metric, name in (("auc", "AUC"), ("acc", "Acc")):
             fit = scaling["fits"][metric]
             m[f"PcamScaling{name}Patches"] = f"{fit['patches_for_target']:,.0f}"
-            m[f"PcamScaling{name}TimesPcam"] = f"{fit['patches_for_target'] / PCAM_TRAIN_PATCHES:.1f}"
+            m[f"PcamScaling{name}TimesPcam"] = f"{fit['patches_for_target'] / PCAM_TRAIN_PATCHES:.2f}"
         m["PcamScalingAUCPerTenfold"] = f"{scaling['fits']['auc']['per_tenfold']:+.4f}"
         needed = [fit["patches_for_target"] for fit in scaling["fits"].values()]
         if min(needed) <= max(scaling["train_n"]):
