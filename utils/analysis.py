@@ -171,13 +171,13 @@ def scaling_study(studies: dict[str, dict], targets: dict[str, float]) -> dict:
 
 def epoch_variants(record: dict) -> list[dict]:
     """The stored runs in ``record``'s folder that differ from it in nothing but their epochs (itself included),
-    each with ``record``'s label: the stored JSON has none, and only the epochs differ."""
+    each labelled as ``record`` (else by its model): the stored JSON has no label, and only the epochs differ."""
     from .experiment import load_results
 
     def identity(r: dict) -> dict:
         return {"config": dict(r["config"], epochs=None),
                 **{k: r.get(k) for k in ("model", "dataset", "profile", "model_kwargs", "train_limit", "seed")}}
-    return [dict(r, label=record["label"]) if "label" in record else r
+    return [dict(r, label=record.get("label", record["model"]))
             for r in load_results(Path(record["predictions"]).parent) if identity(r) == identity(record)]
 
 
@@ -204,8 +204,7 @@ def pcam_levers(records: list[dict], best: dict, best_tta: dict, scaling: dict,
     change("test-time augmentation", best, best_tta, best["label"], best["label"] + " + TTA")
     if len(epoch_runs) > 1:
         fewest, most = (sorted(epoch_runs, key=lambda r: r["config"]["epochs"])[i] for i in (0, -1))
-        model = fewest.get("label") or f"{fewest['model']}{' (ImageNet)' if fewest['pretrained'] else ''}"
-        name = f"{model}, {fewest['data']['n']['train']:,} patches"
+        name = f"{fewest['label']}, {fewest['data']['n']['train']:,} patches"
         change("more epochs", fewest, most, f"{name}, {fewest['config']['epochs']} epochs", f"{most['config']['epochs']} epochs")
     n = np.array(scaling["train_n"])
     if len(set(n)) > 1:

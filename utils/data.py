@@ -160,6 +160,7 @@ PCAM_SUBSET = "pcam_subset.tar"
 PCAM_SUBSET_MD5 = "2a0857aeeaa347d9d9548c0005f27ef4"
 # The full release as torchvision.datasets.PCAM lays it out (<root>/pcam/...), with its split sizes.
 PCAM_H5 = {"train": ("train", 262_144), "val": ("valid", 32_768), "test": ("test", 32_768)}
+PCAM_TRAIN_PATCHES = PCAM_H5["train"][1]  # the whole official training split (Veeling et al., 2018)
 
 
 def _pcam_h5_paths(folder: Path) -> dict[str, tuple[Path, Path]]:
