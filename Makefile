@@ -4,9 +4,12 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# Inside this workplace the official data files sit in ../shared/data; elsewhere medmnist downloads.
-SHARED_DATA := $(abspath ../shared/data)
-ifneq ($(wildcard $(SHARED_DATA)/bloodmnist.npz),)
+# Inside this workplace the official data files sit in ../shared/data; elsewhere medmnist downloads. A clone of
+# a local checkout (`git clone /path/to/repo /tmp/x`) looks beside its origin too, and in the origin's data/.
+ORIGIN := $(shell git config --get remote.origin.url 2>/dev/null)
+DATA_CANDIDATES := ../shared/data $(if $(wildcard $(ORIGIN)/.git),$(ORIGIN)/../shared/data $(ORIGIN)/data)
+SHARED_DATA := $(firstword $(foreach d,$(DATA_CANDIDATES),$(if $(wildcard $(d)/bloodmnist.npz),$(abspath $(d)))))
+ifneq ($(SHARED_DATA),)
 export MEDMNIST_MIRROR ?= $(SHARED_DATA)
 endif
 export PYTHONUNBUFFERED := 1
