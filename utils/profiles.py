@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -48,8 +49,9 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def output_dir(kind: str) -> "Path":
-    """Where ``figures`` or ``results`` go: the repository's folders, except in the smoke profile,
-    whose throw-away outputs go to build/smoke/ so they never overwrite real results."""
-    from pathlib import Path
-    return Path("build/smoke") / kind if get_profile().name == "smoke" else Path(kind)
+def output_dir(kind: str, profile: Profile | str | None = None) -> Path:
+    """Where ``figures`` or ``results`` go for ``profile`` (default: the resolved one): the repository's
+    folders, except in the smoke profile, whose throw-away outputs go to build/smoke/ so they never
+    overwrite real results."""
+    name = profile.name if isinstance(profile, Profile) else get_profile(profile).name
+    return Path("build/smoke") / kind if name == "smoke" else Path(kind)
