@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -22,3 +23,18 @@ def pcam():
     """The real PatchCamelyon subset (data/ or $PCAM_MIRROR / $MEDMNIST_MIRROR), decoded once and cached."""
     from utils.data import load_pcam
     return load_pcam(REPO / "data")
+
+
+def store_record(folder: Path, prefix: str = "run", **fields) -> dict:
+    """A synthetic run record that ``check_run_record`` accepts: named by the hash of its config, with
+    (empty) predictions and checkpoint beside it. ``fields`` override the defaults."""
+    from utils.experiment import config_hash, record_identity
+    record = {"model": "simple_cnn", "dataset": "bloodmnist", "profile": "cpu", "config": {}, "model_kwargs": {},
+              "seed": 0, "git_commit": "test", "device": "cpu", "val": {}, "test": {}, **fields}
+    run = f"{prefix}-{config_hash(record_identity(record))}"
+    folder.mkdir(parents=True, exist_ok=True)
+    record.update(run=run, checkpoint=str(folder / f"{run}.pt"), predictions=str(folder / f"{run}.npz"))
+    for suffix in (".pt", ".npz"):
+        (folder / f"{run}{suffix}").touch()
+    (folder / f"{run}.json").write_text(json.dumps(record))
+    return record

@@ -42,9 +42,12 @@ def test_train_then_evaluate_round_trip(tmp_path):
         assert abs(record["test"]["acc"] - (saved["test_probs"].argmax(1) == saved["test_labels"]).mean()) < 1e-12
 
 
-def test_second_call_reuses_the_cached_result(tmp_path):
-    from utils.experiment import run_training
-    first = run_training("simple_cnn", profile="smoke", out=tmp_path, force=False)
-    (tmp_path / f"{first['run']}.pt").unlink()  # a cached result must not retrain
-    second = run_training("simple_cnn", profile="smoke", out=tmp_path, force=False)
+def test_second_call_reuses_the_cached_result(tmp_path, monkeypatch):
+    from utils import experiment
+    first = experiment.run_training("simple_cnn", profile="smoke", out=tmp_path, force=False)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a stored, valid run was trained again")
+    monkeypatch.setattr(experiment, "fit", no_training)
+    second = experiment.run_training("simple_cnn", profile="smoke", out=tmp_path, force=False)
     assert second == first

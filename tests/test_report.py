@@ -1,8 +1,6 @@
-import json
-
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, store_record
 from utils.report import END, START, update_readme
 
 
@@ -15,10 +13,9 @@ def _record(tag, acc):
 
 def test_readme_table_comes_from_the_records(tmp_path):
     runs = tmp_path / "runs"
-    runs.mkdir()
-    (runs / "a.json").write_text(json.dumps(_record("a", 0.9)))
-    (runs / "b.json").write_text(json.dumps(_record("b", 0.95)))
-    (runs / "c.json").write_text(json.dumps(dict(_record("c", 0.8), model_kwargs={"input_scale": 1.5})))
+    store_record(runs, "a", **_record("a", 0.9))
+    store_record(runs, "b", **_record("b", 0.95))
+    store_record(runs, "c", **dict(_record("c", 0.8), model_kwargs={"input_scale": 1.5}))
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{START}\nold\n{END}\noutro\n")
     assert update_readme(readme, runs)

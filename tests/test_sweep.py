@@ -1,8 +1,9 @@
 import json
 
+from tests.conftest import store_record
 from utils.experiment import plan_run
 from utils.studies import PCAM_MODELS, PCAM_SMOKE_MODELS
-from utils.sweep import plan, sweep
+from utils.sweep import RUN_ONLY_ARGS, plan, sweep
 
 
 def test_plan_lists_each_missing_run_once_and_waits_for_results_a_stage_needs(tmp_path, monkeypatch):
@@ -14,9 +15,10 @@ def test_plan_lists_each_missing_run_once_and_waits_for_results_a_stage_needs(tm
     assert len(both) == 5 and list(both)[0].startswith("deep_efficientnet-bloodmnist-smoke-s0-")
 
     for (run, kwargs), auc in zip(screen.items(), (0.6, 0.9)):  # the second screen run wins
-        stored = plan_run(**kwargs).json_path
-        stored.parent.mkdir(parents=True, exist_ok=True)
-        stored.write_text(json.dumps({"run": run, "model": kwargs["model"], "val": {"auc": auc}}))
+        planned = plan_run(**{k: v for k, v in kwargs.items() if k not in RUN_ONLY_ARGS})
+        stored = store_record(planned.out, run.rsplit("-", 1)[0], **planned.identity, seed=kwargs["seed"],
+                              val={"auc": auc})
+        assert stored["run"] == run
     (final,) = plan(["pcam"], "smoke").values()
     model, model_kwargs = PCAM_MODELS[PCAM_SMOKE_MODELS[1]]
     assert final["model"] == model and final["model_kwargs"] == model_kwargs and "train_limit" not in final

@@ -1,23 +1,20 @@
 """Small analyses the notebooks show: tables, calibration, mistakes, CAM examples, ROAD."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .data import ImageDataset
+from .storage import write_json
 from .metrics import apply_temperature, expected_calibration_error, fit_temperature, reliability_curve
 
 
 def write_result(relative_path: str, payload: dict) -> Path:
     """Write ``payload`` as JSON under the profile's results folder (see ``profiles.output_dir``)."""
     from .profiles import output_dir
-    path = output_dir("results") / relative_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1, default=float) + "\n")
-    return path
+    return write_json(output_dir("results") / relative_path, payload, default=float)
 
 
 def class_balance_table(data: ImageDataset) -> dict:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +26,7 @@ from .experiment import count_flops, device_name, git_commit, peak_memory
 from .models import MODEL_NAMES, build_model, count_parameters
 from .profiles import default_device, get_profile
 from .recipes import train_config
+from .storage import write_text
 from .training import autocast_context, fit, make_optimizer, resolve_amp
 
 
@@ -205,8 +205,7 @@ def main(argv=None):
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        write_text(args.out, text + "\n")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .storage import save_torch
+
 DEFAULT_DATA_ROOT = Path("data")
 AUGMENT_LEVELS = ("none", "basic", "color", "full")
 
@@ -37,13 +39,17 @@ def md5sum(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def verify_md5(path: Path, expected: str) -> str:
+def verify_md5(path: Path, expected: str, expected_bytes: int | None = None, source: str = "") -> str:
+    """``expected`` or a ``DataIntegrityError`` naming the file, both checksums and sizes, and the fix."""
     actual = md5sum(path)
     if actual != expected:
+        size = path.stat().st_size
+        sizes = f" ({size:,} bytes, expected {expected_bytes:,})" if expected_bytes else f" ({size:,} bytes)"
+        what = "truncated" if expected_bytes and size < expected_bytes else "damaged or not the official release"
         raise DataIntegrityError(
-            f"{path}: MD5 is {actual}, expected {expected}. The file is damaged or not the official "
-            f"release. It was left untouched: move or delete it yourself, then run again to download "
-            f"a fresh copy, or pass --data-root to a folder holding the official file.")
+            f"{path}: MD5 is {actual}, expected {expected}{sizes}: the file is {what}. It was left untouched: "
+            f"move or delete it yourself, then get the official file again{f' ({source})' if source else ''} "
+            f"or pass --data-root to a folder that holds it.")
     return actual
 
 
@@ -107,6 +113,9 @@ class ImageDataset:
 # BloodMNIST
 
 
+BLOODMNIST_BYTES = 35_461_855  # the official 28x28 file (medmnist.INFO gives only its MD5)
+
+
 def bloodmnist_info() -> dict:
     import medmnist
     return medmnist.INFO["bloodmnist"]
@@ -119,9 +128,11 @@ def find_bloodmnist(data_root: str | Path = DEFAULT_DATA_ROOT, download: bool = 
     candidates = [data_root / "bloodmnist.npz"]
     if os.environ.get("MEDMNIST_MIRROR"):
         candidates.append(Path(os.environ["MEDMNIST_MIRROR"]) / "bloodmnist.npz")
+    source = f"python -c \"import medmnist; medmnist.BloodMNIST(split='train', root='data', download=True)\", " \
+             f"or {bloodmnist_info()['url']}"
     for path in candidates:
         if path.is_file():
-            verify_md5(path, expected)
+            verify_md5(path, expected, BLOODMNIST_BYTES, source)
             return path
     if not download:
         raise FileNotFoundError(f"bloodmnist.npz is not in {data_root} nor in $MEDMNIST_MIRROR; "
@@ -131,12 +142,14 @@ def find_bloodmnist(data_root: str | Path = DEFAULT_DATA_ROOT, download: bool = 
     try:
         medmnist.BloodMNIST(split="train", root=str(data_root), download=True, size=28)
     except Exception as error:  # medmnist wraps network errors in a RuntimeError
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
         raise FileNotFoundError(
             f"bloodmnist.npz is not in {', '.join(str(p.parent) for p in candidates)} and downloading it with "
-            f"medmnist failed ({type(error).__name__}). Put the official file (MD5 {expected}) at "
-            f"{data_root / 'bloodmnist.npz'}, or set MEDMNIST_MIRROR to the folder that holds it.") from error
+            f"medmnist failed ({reason}). Download it from {bloodmnist_info()['url']} (MEDMNIST v2, CC BY 4.0; "
+            f"MD5 {expected}, {BLOODMNIST_BYTES:,} bytes) to {data_root / 'bloodmnist.npz'}, or set "
+            f"MEDMNIST_MIRROR to the folder that holds it.") from None
     path = data_root / "bloodmnist.npz"
-    verify_md5(path, expected)
+    verify_md5(path, expected, BLOODMNIST_BYTES, source)
     return path
 
 
@@ -158,6 +171,8 @@ def load_bloodmnist(data_root: str | Path = DEFAULT_DATA_ROOT, device="cpu") -> 
 PCAM_CLASSES = ["normal", "metastasis"]
 PCAM_SUBSET = "pcam_subset.tar"
 PCAM_SUBSET_MD5 = "2a0857aeeaa347d9d9548c0005f27ef4"
+PCAM_SUBSET_BYTES = 134_338_560
+PCAM_SUBSET_SOURCE = "a subset of PatchCamelyon from the public GitHub repository vflorenc/AI4ALL-PCam; see data/README.md"
 # The full release as torchvision.datasets.PCAM lays it out (<root>/pcam/...), with its split sizes.
 PCAM_H5 = {"train": ("train", 262_144), "val": ("valid", 32_768), "test": ("test", 32_768)}
 PCAM_TRAIN_PATCHES = PCAM_H5["train"][1]  # the whole official training split (Veeling et al., 2018)
@@ -178,7 +193,7 @@ def find_pcam(data_root: str | Path = DEFAULT_DATA_ROOT) -> tuple[str, Path]:
     folders = [data_root] + [Path(os.environ[v]) for v in ("PCAM_MIRROR", "MEDMNIST_MIRROR") if os.environ.get(v)]
     for folder in folders:
         if (folder / PCAM_SUBSET).is_file():
-            verify_md5(folder / PCAM_SUBSET, PCAM_SUBSET_MD5)
+            verify_md5(folder / PCAM_SUBSET, PCAM_SUBSET_MD5, PCAM_SUBSET_BYTES, PCAM_SUBSET_SOURCE)
             return "tar", folder / PCAM_SUBSET
     raise FileNotFoundError(
         f"PatchCamelyon not found: looked for the full release's h5 files in {data_root / 'pcam'} and for "
@@ -190,7 +205,6 @@ def find_pcam(data_root: str | Path = DEFAULT_DATA_ROOT) -> tuple[str, Path]:
 def _decode_pcam_tar(path: Path) -> dict:
     """Every JPEG of the tar decoded to uint8 (3 x 96 x 96), with its name and content MD5."""
     import tarfile
-    from torchvision.io import decode_jpeg
     split_names = {"train": "train", "valid": "val", "test": "test"}
     entries = {split: [] for split in PCAM_H5}
     with tarfile.open(path) as tar:
@@ -206,12 +220,26 @@ def _decode_pcam_tar(path: Path) -> dict:
     out = {}
     for split, items in entries.items():
         items.sort()
-        images = torch.stack([decode_jpeg(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
-                              for _, _, raw in items])
+        images = torch.stack([_decode_member(path, name, raw) for name, _, raw in items])
         out[split] = {"images": images, "labels": torch.tensor([label for _, label, _ in items]),
                       "names": [name for name, _, _ in items],
                       "md5": [hashlib.md5(raw).hexdigest() for _, _, raw in items]}
     return out
+
+
+def _decode_member(path: Path, name: str, raw: bytes) -> torch.Tensor:
+    from torchvision.io import decode_jpeg
+    try:
+        image = decode_jpeg(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
+    except RuntimeError as error:
+        raise DataIntegrityError(
+            f"{path}: member {name} is not a readable JPEG ({str(error).splitlines()[0][:100]}). The file was left "
+            f"untouched; replace it with the official {PCAM_SUBSET} (MD5 {PCAM_SUBSET_MD5}, "
+            f"{PCAM_SUBSET_BYTES:,} bytes; {PCAM_SUBSET_SOURCE}).") from None
+    if image.shape != (3, 96, 96):
+        raise DataIntegrityError(f"{path}: member {name} is {tuple(image.shape)}, expected a 3 x 96 x 96 RGB patch; "
+                                 f"replace the file with the official {PCAM_SUBSET} (MD5 {PCAM_SUBSET_MD5}).")
+    return image
 
 
 def find_duplicates(digests: list[str]) -> list[list[int]]:
@@ -234,10 +262,7 @@ def load_pcam_subset(path: Path, cache_dir: Path) -> tuple[dict[str, ImageSplit]
                                      f"run again to decode {path} afresh.") from error
     else:
         decoded = _decode_pcam_tar(path)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        torch.save(decoded, tmp)
-        tmp.replace(cache)
+        save_torch(decoded, cache)
     splits, report = {}, {"cache": str(cache), "duplicates": {}}
     for split, d in decoded.items():
         groups = find_duplicates(d["md5"])

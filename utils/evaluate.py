@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from .data import DEFAULT_DATA_ROOT, load_dataset
+from .data import DEFAULT_DATA_ROOT, DataIntegrityError, load_dataset
 from .metrics import classification_metrics
-from .models import load_checkpoint
+from .models import CheckpointError, load_checkpoint
 from .profiles import default_device
 from .training import predict_proba
 
@@ -17,6 +17,9 @@ def evaluate_checkpoint(checkpoint: str, split: str = "test", data_root: str = s
     model, meta = load_checkpoint(checkpoint)
     data = load_dataset(meta["dataset"], data_root, device=device)
     images, labels = data.splits[split].images, data.splits[split].labels
+    if meta.get("input_size") not in (None, images.shape[-1]):
+        raise ValueError(f"{checkpoint}: trained on {meta['input_size']}x{meta['input_size']} images, but "
+                         f"{meta['dataset']} in {data_root} has {images.shape[-1]}x{images.shape[-1]}")
     probs = predict_proba(model.to(device), images).cpu().numpy()
     m = classification_metrics(labels.cpu().numpy(), probs, data.class_names, bootstrap=False)
     return {"checkpoint": checkpoint, "split": split, "acc": m["acc"], "auc": m["auc"],
@@ -29,7 +32,11 @@ def main(argv=None):
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     args = parser.parse_args(argv)
-    print(json.dumps(evaluate_checkpoint(args.checkpoint, args.split, args.data_root)))
+    try:
+        result = evaluate_checkpoint(args.checkpoint, args.split, args.data_root)
+    except (FileNotFoundError, CheckpointError, DataIntegrityError, ValueError) as error:
+        parser.exit(1, f"error: {error}\n")  # the message names the file and the fix; no traceback
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

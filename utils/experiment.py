@@ -5,12 +5,14 @@ the stored result in seconds unless ``force`` (or ``FORCE=1``) asks for a retrai
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import platform
 import resource
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from .metrics import classification_metrics
 from .models import accepts_kwarg, build_model, count_parameters, load_checkpoint, save_checkpoint
 from .profiles import Profile, default_device, get_profile, output_dir
 from .recipes import DATASET_MODEL_KWARGS, train_config
+from .storage import move_aside, run_lock, save_npz, write_json
 from .training import FitResult, TrainConfig, fit, predict_proba
 
 RESULTS_ROOT = Path("results")
@@ -88,6 +91,13 @@ def prepare_data(dataset: str, profile, data_root, device, seed: int = 0,
     return data.to(device)
 
 
+def data_of(record: dict, data_root: str | Path = DEFAULT_DATA_ROOT, device="cpu") -> ImageDataset:
+    """The data exactly as the run behind ``record`` saw it (its profile's subsets, its seed): index i of
+    its test split is index i of the run's stored test predictions."""
+    return prepare_data(record["dataset"], get_profile(record["profile"]), data_root, device, record["seed"],
+                        record.get("train_limit"))
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """Everything that names a run, resolved before anything is trained."""
@@ -130,7 +140,73 @@ def plan_run(model: str, dataset: str = "bloodmnist", profile: str | None = None
     # Runs from ImageNet weights are named apart from scratch runs of the same model.
     tag = tag or (f"{model}_pretrained" if model_kwargs.get("pretrained") else None)
     name = f"{tag or model}-{dataset}-{prof.name}-s{seed}-{config_hash(identity)}"
-    return RunPlan(name, prof, cfg, model_kwargs, identity, tag, Path(out) if out else output_dir("results") / "runs")
+    return RunPlan(name, prof, cfg, model_kwargs, identity, tag, Path(out) if out else output_dir("results", prof) / "runs")
+
+
+# What a run record must hold to be reused; ``check_run_record`` checks these and how they fit together.
+RUN_RECORD_KEYS = ("run", "model", "dataset", "profile", "config", "model_kwargs", "seed", "git_commit", "device",
+                   "val", "test", "checkpoint", "predictions")
+
+
+def record_identity(record: dict) -> dict:
+    """What ``plan_run`` hashed into the run's name, read back from its record."""
+    identity = {key: record[key] for key in ("model", "dataset", "profile", "config", "model_kwargs")}
+    if record.get("train_limit"):
+        identity["train_limit"] = record["train_limit"]
+    return identity
+
+
+class InvalidRunRecord(ValueError):
+    """A run record that must not be reused: why is in the message."""
+
+
+@functools.lru_cache(maxsize=None)
+def _committed_files(folder: Path) -> frozenset[str]:
+    """File names under ``folder`` that git tracks (empty outside a git checkout)."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "--", "."], cwd=folder, capture_output=True, text=True,
+                                check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return frozenset()
+    return frozenset(Path(name).name for name in listed)
+
+
+def check_run_record(json_path: str | Path) -> dict:
+    """The record at ``json_path`` if it can be trusted, else ``InvalidRunRecord`` saying why: it parses,
+    has every key of ``RUN_RECORD_KEYS``, names this run, its config hashes to the name, and its
+    predictions and checkpoint lie beside it. A committed record may lack its checkpoint: only a few
+    checkpoints are committed, and the record's metrics and predictions stand without the weights."""
+    json_path = Path(json_path)
+    try:
+        record = json.loads(json_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidRunRecord(f"not valid JSON ({error}): a half-written or damaged file") from None
+    if not isinstance(record, dict):
+        raise InvalidRunRecord("not a run record (not a JSON object)")
+    missing = [key for key in RUN_RECORD_KEYS if key not in record]
+    if missing:
+        raise InvalidRunRecord(f"not a complete run record (missing {', '.join(missing)})")
+    if record["run"] != json_path.stem:
+        raise InvalidRunRecord(f"holds run {record['run']!r}, not the run its name says")
+    if not json_path.stem.endswith(f"-{config_hash(record_identity(record))}"):
+        raise InvalidRunRecord("its config does not hash to its name (edited, or from other code)")
+    if not json_path.with_suffix(".npz").is_file():
+        raise InvalidRunRecord(f"its predictions {json_path.with_suffix('.npz').name} are missing")
+    if not json_path.with_suffix(".pt").is_file() and json_path.name not in _committed_files(json_path.parent):
+        raise InvalidRunRecord(f"its checkpoint {json_path.with_suffix('.pt').name} is missing")
+    return record
+
+
+def reusable_record(json_path: Path) -> dict | None:
+    """The stored record of a run if it passes ``check_run_record``; a record that does not is moved
+    aside (``<run>.json.invalid``) with a message, and None says the run is to be trained."""
+    if not json_path.is_file():
+        return None
+    try:
+        return check_run_record(json_path)
+    except InvalidRunRecord as error:
+        move_aside(json_path, f"{error}; the run will be trained again")
+        return None
 
 
 def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = None, seed: int = 0,
@@ -144,14 +220,22 @@ def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = 
     trains on a stratified subset of that many training images; ``labels`` are extra fields for the
     record (e.g. ``{"imbalance": "focal"}``) that do not change what is trained."""
     plan = plan_run(model, dataset, profile, seed, out, model_kwargs, tag, train_limit, **overrides)
+    force = bool(int(os.environ.get("FORCE", "0"))) if force is None else force
+    if not force and (stored := reusable_record(plan.json_path)):
+        return stored
+    with run_lock(plan.out, plan.name):
+        # Another process may have trained this run while we waited for the lock.
+        if not force and (stored := reusable_record(plan.json_path)):
+            return stored
+        return _train_run(plan, data, data_root, resume and not force, labels)
+
+
+def _train_run(plan: RunPlan, data: ImageDataset | None, data_root, resume: bool, labels: dict | None) -> dict:
     prof, cfg, model_kwargs, identity, tag, run_name = (plan.profile, plan.config, plan.model_kwargs,
                                                         plan.identity, plan.tag, plan.name)
+    model, dataset, seed, train_limit = identity["model"], identity["dataset"], cfg.seed, identity.get("train_limit")
     device = default_device()
     json_path, ckpt_path, npz_path, state_path = (plan.path(suffix) for suffix in (".json", ".pt", ".npz", ".state.pt"))
-    force = bool(int(os.environ.get("FORCE", "0"))) if force is None else force
-    if json_path.is_file() and not force:
-        return json.loads(json_path.read_text())
-
     started, commit = time.time(), git_commit()
     data = data if data is not None else prepare_data(dataset, prof, data_root, device, seed, train_limit)
     torch.manual_seed(seed)
@@ -166,8 +250,7 @@ def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = 
         net.to(device)
         pretrain_history = net.pretrain(data.splits["train"], cfg,
                                         torch.Generator(device=device).manual_seed(seed))
-    result: FitResult = fit(net, data, cfg, state_path=state_path, resume=resume and not force,
-                            desc=run_name)
+    result: FitResult = fit(net, data, cfg, state_path=state_path, resume=resume, desc=run_name)
     net.load_state_dict(result.best_state)
     val_metrics, val_probs = evaluate_split(net, data, "val", cfg)
     test_metrics, test_probs = evaluate_split(net, data, "test", cfg)
@@ -192,12 +275,11 @@ def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = 
             "profile": prof.name, "seed": seed, "run": run_name, "config": cfg.to_dict(),
             "val": {k: val_metrics[k] for k in ("acc", "auc", "macro_f1", "ece")},
             "test": {k: test_metrics[k] for k in ("acc", "auc", "macro_f1", "ece")}}
+    # The record is written last: its presence says the checkpoint and predictions beside it are complete.
     save_checkpoint(ckpt_path, net, meta)
-    np.savez_compressed(npz_path, val_probs=val_probs.astype(np.float32),
-                        val_labels=data.splits["val"].labels.cpu().numpy(),
-                        test_probs=test_probs.astype(np.float32),
-                        test_labels=data.splits["test"].labels.cpu().numpy())
-    json_path.write_text(json.dumps(record, indent=1))
+    save_npz(npz_path, val_probs=val_probs.astype(np.float32), val_labels=data.splits["val"].labels.cpu().numpy(),
+             test_probs=test_probs.astype(np.float32), test_labels=data.splits["test"].labels.cpu().numpy())
+    write_json(json_path, record)
     # The run is complete and its checkpoint written: the resumable training state is ours to drop.
     state_path.unlink(missing_ok=True)
     return record
@@ -208,32 +290,39 @@ def score_with_tta(record: dict, data_root: str | Path = DEFAULT_DATA_ROOT, forc
     (``predict_proba(tta=True)``). Returns the run's record with those ``val``/``test`` metrics,
     ``"tta": true`` and ``predictions`` in ``results/tta/<run>.npz``; stored there with its own commit,
     device and seconds, and reused unless ``force``. Nothing is retrained."""
-    out = output_dir("results") / "tta"
+    out = output_dir("results", record["profile"]) / "tta"
     json_path, npz_path = out / f"{record['run']}.json", out / f"{record['run']}.npz"
     force = bool(int(os.environ.get("FORCE", "0"))) if force is None else force
     if json_path.is_file() and not force:
-        return json.loads(json_path.read_text())
+        try:
+            return json.loads(json_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            move_aside(json_path, f"not valid JSON ({error}); scoring again")
     started, device = time.time(), default_device()
     model, _ = load_checkpoint(record["checkpoint"])
-    data = prepare_data(record["dataset"], get_profile(record["profile"]), data_root, device, record["seed"],
-                        record.get("train_limit"))
+    data = data_of(record, data_root, device)
     model.to(device)
     metrics, probs = {}, {}
     for split in ("val", "test"):
         probs[split] = predict_proba(model, data.splits[split].images, tta=True).cpu().numpy()
         metrics[split] = classification_metrics(data.splits[split].labels.cpu().numpy(), probs[split], data.class_names)
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(npz_path, **{f"{s}_probs": probs[s].astype(np.float32) for s in probs},
-                        **{f"{s}_labels": data.splits[s].labels.cpu().numpy() for s in probs})
+    save_npz(npz_path, **{f"{s}_probs": probs[s].astype(np.float32) for s in probs},
+             **{f"{s}_labels": data.splits[s].labels.cpu().numpy() for s in probs})
     scored = dict(record, **metrics, tta=True, predictions=str(npz_path),
                   tta_scoring={"device": device_name(device), "torch_version": torch.__version__,
                                "git_commit": git_commit(), "wall_seconds": time.time() - started,
                                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    json_path.write_text(json.dumps(scored, indent=1))
+    write_json(json_path, scored)
     return scored
 
 
 def load_results(folder: str | Path = RESULTS_ROOT / "runs", **match) -> list[dict]:
-    """All run records in ``folder`` whose top-level fields equal ``match`` (e.g. model=..., profile=...)."""
-    records = [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
+    """All valid run records in ``folder`` whose top-level fields equal ``match`` (e.g. model=...,
+    profile=...); an invalid one is named on stderr and left out, never read as a result."""
+    records = []
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            records.append(check_run_record(path))
+        except InvalidRunRecord as error:
+            print(f"{path}: {error}; left out", file=sys.stderr)
     return [r for r in records if all(r.get(k) == v for k, v in match.items())]

@@ -19,6 +19,7 @@ from torch import nn
 from torchvision.ops import Conv2dNormActivation, StochasticDepth
 
 from .attention import ATTENTION_LAYERS, MultiScaleFusion
+from .storage import save_torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -369,32 +370,45 @@ def load_lite0_imagenet_weights(model: EfficientNet) -> None:
 # Checkpoints
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: which file and what to do are in the message."""
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, meta: dict) -> Path:
     """Write weights plus everything needed to rebuild the model. ``meta`` must be JSON-like."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {"model_name": model.model_name, "model_kwargs": _jsonable(model.model_kwargs),
                "state_dict": state, "meta": meta}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    return save_torch(payload, path)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[nn.Module, dict]:
     """Rebuild a model from ``save_checkpoint``'s file (loaded with ``weights_only=True``)."""
     path = Path(path)
+    retrain = "retrain it (python -m utils.train, or the notebook that made it, with FORCE=1) or copy the file again"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint here; train one with `python -m utils.train`")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+        raise FileNotFoundError(f"{path}: no checkpoint here; only a few are committed, so {retrain}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, EOFError or UnpicklingError for a damaged file
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line[:120]}); the file is truncated "
+                              f"or damaged: {retrain}") from None
+    if not isinstance(payload, dict) or not {"model_name", "model_kwargs", "state_dict", "meta"} <= set(payload):
+        raise CheckpointError(f"{path}: not a model checkpoint of this project (a training state file "
+                              f"or another program's weights?); pass the <run>.pt that utils.train writes")
     kwargs = dict(payload["model_kwargs"])
     kwargs.pop("pretrained", None)  # the weights come from the checkpoint
     num_classes = kwargs.pop("num_classes")
     model = build_model(payload["model_name"], num_classes, **{k: tuple(v) if isinstance(v, list) else v
                                                                 for k, v in kwargs.items()})
     model.model_kwargs = payload["model_kwargs"]
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: its weights do not fit {payload['model_name']} as this code builds it "
+                              f"({str(error).splitlines()[0][:120]}); {retrain}") from None
     return model.eval(), payload["meta"]
 
 

@@ -11,6 +11,8 @@ import matplotlib.ticker as mticker
 import numpy as np
 import seaborn as sns
 
+from .storage import atomic_write
+
 
 
 ABBREVIATIONS = {"immature granulocytes": "IG"}
@@ -25,10 +27,10 @@ def short_names(class_names: list[str]) -> list[str]:
 def save_figure(fig, name: str, folder: str | Path | None = None) -> Path:
     from .profiles import output_dir
     folder = Path(folder) if folder else output_dir("figures")
-    folder.mkdir(parents=True, exist_ok=True)
-    fig.savefig(folder / f"{name}.png", dpi=150, bbox_inches="tight")
+    atomic_write(folder / f"{name}.png", lambda f: fig.savefig(f, format="png", dpi=150, bbox_inches="tight"))
     # No creation date in the PDF, so re-running a notebook leaves an unchanged figure byte-identical.
-    fig.savefig(folder / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None})
+    atomic_write(folder / f"{name}.pdf", lambda f: fig.savefig(f, format="pdf", bbox_inches="tight",
+                                                               metadata={"CreationDate": None}))
     return folder / f"{name}.png"
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .data import PCAM_TRAIN_PATCHES
 from .experiment import load_results
+from .storage import write_text
 from .studies import PCAM_TARGETS
 
 README = Path("README.md")
@@ -46,7 +47,7 @@ def update_readme(readme: Path = README, folder: str | Path = "results/runs") ->
         raise ValueError(f"{readme}: add the markers {START} and {END} where the results table goes")
     block = f"{START}\n{results_table(folder)}\n{END}"
     new = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    readme.write_text(new)
+    write_text(readme, new)
     return new != text
 
 
@@ -340,10 +341,10 @@ def write_latex(results: str | Path = "results", out: str | Path = GENERATED) ->
             raise ValueError(f"LaTeX macro names are letters only: {name!r}")
         lines.append(f"\\newcommand{{\\{name}}}{{{value}}}\n")
     written = [out / "macros.tex"]
-    written[0].write_text("".join(lines))
+    write_text(written[0], "".join(lines))
     for name, body in sorted(tables.items()):
         path = out / f"{name}.tex"
-        path.write_text(header + body)
+        write_text(path, header + body)
         written.append(path)
     return written
 

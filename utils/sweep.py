@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import os
 import sys
 import time
@@ -21,7 +20,7 @@ from multiprocessing import get_context
 from unittest import mock
 
 from . import studies
-from .experiment import plan_run, run_training
+from .experiment import InvalidRunRecord, check_run_record, plan_run, run_training
 from .profiles import PROFILE_NAMES, get_profile
 
 # Headline runs first: if a sweep is cut short, what is done is what matters most.
@@ -63,8 +62,10 @@ def plan(names: list[str], profile: str) -> dict[str, dict]:
 
     def planner(model, dataset="bloodmnist", profile=None, seed=0, **kwargs):
         run = plan_run(model, dataset, profile, seed, **{k: v for k, v in kwargs.items() if k not in RUN_ONLY_ARGS})
-        if run.json_path.is_file():
-            return json.loads(run.json_path.read_text())
+        try:
+            return check_run_record(run.json_path)
+        except (FileNotFoundError, InvalidRunRecord):
+            pass  # missing, or not to be trusted: run_training moves a bad record aside and trains
         planned.setdefault(run.name, dict(model=model, dataset=dataset, profile=profile, seed=seed, **kwargs))
         return {"run": run.name, "model": model, "seed": seed, "pending": True,
                 "val": _PendingMetrics(), "test": _PendingMetrics()}

@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from .data import DATASETS, DEFAULT_DATA_ROOT
+from .data import DATASETS, DEFAULT_DATA_ROOT, DataIntegrityError
 from .experiment import run_training
 from .models import MODEL_NAMES
 from .profiles import PROFILE_NAMES
+from .storage import StorageFullError
+from .training import NonFiniteLossError
 
 
 def main(argv=None):
@@ -30,8 +32,11 @@ def main(argv=None):
     extra = {"model_kwargs": {"pretrained": True}} if args.pretrained else {}
     if args.epochs:
         extra["epochs"] = args.epochs
-    record = run_training(args.model, args.dataset, args.profile, args.seed, args.out, args.data_root,
-                          resume=args.resume, force=args.force, train_limit=args.train_limit, **extra)
+    try:
+        record = run_training(args.model, args.dataset, args.profile, args.seed, args.out, args.data_root,
+                              resume=args.resume, force=args.force, train_limit=args.train_limit, **extra)
+    except (FileNotFoundError, DataIntegrityError, NonFiniteLossError, StorageFullError) as error:
+        parser.exit(1, f"error: {error}\n")  # the message names the file or the step, and the fix
     print(json.dumps({"run": record["run"], "json": record["checkpoint"].replace(".pt", ".json"),
                       "checkpoint": record["checkpoint"], "params": record["params"], "flops": record["flops"],
                       "train_seconds": round(record["train_seconds"], 2),

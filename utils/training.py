@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .data import DeviceLoader, ImageDataset, balanced_sample_weights, class_weights
 from .metrics import one_vs_rest_auc
+from .storage import move_aside, save_torch
 
 
 @dataclass
@@ -147,6 +148,7 @@ def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 1024
     """Softmax probabilities (float32, on the images' device) for uint8 images N x 3 x H x W.
     Without ``amp_dtype`` the pass is true float32, TF32 off, so scores reproduce across devices.
     ``tta`` averages the probabilities of the 8 ``dihedral_views`` (a patch has no up or left)."""
+    check_images(images)
     model.eval()
     device = images.device
     out = []
@@ -179,10 +181,38 @@ def _validation_metrics(model, split, cfg, amp_dtype) -> dict:
     return {"val_loss": loss, "val_acc": acc, "val_auc": auc}
 
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names where and what was kept."""
+
+
+def check_images(images: torch.Tensor) -> None:
+    """``ValueError`` unless ``images`` is what every model here takes: uint8 N x 3 x H x W."""
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"expected a torch.Tensor of uint8 images N x 3 x H x W, got {type(images).__name__}")
+    if images.dtype != torch.uint8:
+        hint = (" (floats in [0, 1]: (x * 255).round().to(torch.uint8))" if images.is_floating_point() else "")
+        raise ValueError(f"expected uint8 images (0-255), got dtype {images.dtype}{hint}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        hint = ""
+        if images.ndim == 4 and images.shape[-1] == 3:
+            hint = "; channels last? use images.permute(0, 3, 1, 2)"
+        elif images.ndim == 3:
+            hint = "; one image? use images.unsqueeze(0)"
+        elif images.ndim == 4 and images.shape[1] == 1:
+            hint = "; grayscale? use images.expand(-1, 3, -1, -1)"
+        raise ValueError(f"expected images of shape N x 3 x H x W (RGB), got {tuple(images.shape)}{hint}")
+    if images.shape[0] == 0:
+        raise ValueError("expected at least one image, got an empty batch")
+
+
+def _load_state(state_path: Path, device) -> dict | None:
+    """The resumable state in ``state_path``, or None (with a message, the file moved aside) when it
+    cannot be read: training then starts again from the first epoch."""
+    try:
+        return torch.load(state_path, map_location=device, weights_only=False)
+    except Exception as error:  # a damaged file; our own writes are atomic, so someone else's doing
+        move_aside(state_path, f"cannot resume from it ({type(error).__name__}); training from epoch 1")
+        return None
 
 
 def fit(model: nn.Module, data: ImageDataset, cfg: TrainConfig, state_path: str | Path | None = None,
@@ -220,8 +250,8 @@ def fit(model: nn.Module, data: ImageDataset, cfg: TrainConfig, state_path: str 
     best = {"metric": -math.inf, "epoch": -1, "state": None}
     start_epoch, elapsed = 0, 0.0
     state_path = Path(state_path) if state_path else None
-    if resume and state_path and state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=False)
+    state = _load_state(state_path, device) if resume and state_path and state_path.is_file() else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -244,7 +274,8 @@ def fit(model: nn.Module, data: ImageDataset, cfg: TrainConfig, state_path: str 
         loss_sum = torch.zeros((), device=device)
         hits = torch.zeros((), device=device)
         seen = 0
-        for images, labels in loader:
+        first_bad_step = torch.full((), -1, device=device)  # read once per epoch, with the losses
+        for step, (images, labels) in enumerate(loader):
             with autocast_context(device, amp_dtype):
                 logits = step_model(images)
                 if cfg.loss == "focal":
@@ -258,12 +289,21 @@ def fit(model: nn.Module, data: ImageDataset, cfg: TrainConfig, state_path: str 
             scheduler.step()
             if ema is not None:
                 ema.update_parameters(model)
+            bad = ~torch.isfinite(loss.detach()) & (first_bad_step < 0)
+            first_bad_step = torch.where(bad, step + 1, first_bad_step)
             loss_sum += loss.detach().float() * len(labels)
             hits += (logits.detach().argmax(1) == labels).sum()
             seen += len(labels)
         if device.type == "cuda":
             torch.cuda.synchronize()
         elapsed += time.perf_counter() - t0
+        if first_bad_step.item() >= 0:
+            kept = (f"the last good state (epoch {epoch}) is kept in {state_path}" if state_path and epoch > 0
+                    else "no state was saved")
+            raise NonFiniteLossError(
+                f"{desc}: the training loss became non-finite at epoch {epoch + 1}, step {first_bad_step.item()} "
+                f"of {len(loader)}; {kept} and no result was written. Lower the learning rate "
+                f"(lr={cfg.lr}) or turn mixed precision off (amp='off').")
         eval_model = ema.module if ema is not None else model
         row = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": hits.item() / seen,
                "lr": optimizer.param_groups[0]["lr"], "seconds": elapsed}
@@ -279,8 +319,7 @@ def fit(model: nn.Module, data: ImageDataset, cfg: TrainConfig, state_path: str 
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{row['val_acc']:.4f}")
         stop_early = cfg.early_stop_patience > 0 and patience_left <= 0
         if state_path:
-            state_path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                           "ema": ema.state_dict() if ema is not None else None,
                           "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
