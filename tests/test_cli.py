@@ -37,9 +37,11 @@ def test_train_then_evaluate_round_trip(tmp_path):
     with torch.no_grad():
         pred = model(test.images.float() / 255).argmax(1)
     assert abs(evaluated["acc"] - (pred == test.labels).sum().item() / len(test.labels)) < 1e-12
-    # The record's own test metrics are those of its saved predictions.
+    # The record's own test metrics are those of its saved predictions, whose index i is image i of data_of.
+    from utils.experiment import data_of
     with np.load(record["predictions"]) as saved:
         assert abs(record["test"]["acc"] - (saved["test_probs"].argmax(1) == saved["test_labels"]).mean()) < 1e-12
+        assert np.array_equal(data_of(record).splits["test"].labels.numpy(), saved["test_labels"])
 
 
 def test_second_call_reuses_the_cached_result(tmp_path, monkeypatch):

@@ -1,5 +1,3 @@
-import dataclasses
-
 import pytest
 import torch
 
@@ -75,7 +73,15 @@ def test_profiles_resolve_in_one_place(monkeypatch):
         get_profile("laptop")
     with pytest.raises(TypeError, match="unknown"):
         train_config("deep_efficientnet", "bloodmnist", get_profile("smoke"), epoch=3)
-    assert dataclasses.replace(full, seed=2).seed == 2
+
+
+def test_a_profile_passed_in_decides_where_results_go(monkeypatch):
+    from pathlib import Path
+    from utils.experiment import plan_run
+    monkeypatch.delenv("PROFILE")  # the CLI's --profile alone, as `python -m utils.sweep --profile smoke` runs
+    assert plan_run("simple_cnn", profile="smoke").out == Path("build/smoke/results/runs")
+    monkeypatch.setenv("PROFILE", "smoke")
+    assert plan_run("simple_cnn", profile="cpu").out == Path("results/runs")
 
 
 def test_dihedral_tta_averages_the_eight_views():
