@@ -148,19 +148,21 @@ def binary_table(studies: dict[str, dict]) -> str:
 
 
 def scaling_study(studies: dict[str, dict], targets: dict[str, float]) -> dict:
-    """Test metrics at 0.5 against training patches (runs of one model at one budget), with a straight
+    """Validation metrics at 0.5 against training patches (runs of one model at one budget), with a straight
     line fitted to each metric against log10(patches) by least squares (``np.polyfit``) and the patches
-    at which that line reaches each target. Learning curves flatten as data grows, so the line's answer is
-    a lower bound on the patches a target needs, not a forecast."""
+    at which that line reaches each target. The fit uses validation only, so nothing said from it leans on
+    the test split; test metrics are kept beside it for display. Learning curves flatten as data grows, so
+    the line's answer is a lower bound on the patches a target needs, not a forecast."""
     points = sorted((s["train_n"], s) for s in studies.values())
     n = np.array([p[0] for p in points], dtype=float)
-    out = {"train_n": n.astype(int).tolist(), "val_auc": [p[1]["val_at_0.5"]["auc"] for p in points], "fits": {}}
+    out = {"train_n": n.astype(int).tolist(), "fitted_on": "val", "fits": {}}
     for metric, target in targets.items():
-        values = np.array([p[1]["test_at_0.5"][metric] for p in points])
+        values = np.array([p[1]["val_at_0.5"][metric] for p in points])
         slope, intercept = np.polyfit(np.log10(n), values, 1)
         decades = (target - intercept) / slope if slope > 0 else np.inf
         needed = float(10 ** decades) if decades < 15 else float("inf")  # beyond 10^15 patches: never
-        out[f"test_{metric}"] = values.tolist()
+        out[f"val_{metric}"] = values.tolist()
+        out[f"test_{metric}"] = [p[1]["test_at_0.5"][metric] for p in points]
         out["fits"][metric] = {"target": target, "per_tenfold": float(slope), "intercept": float(intercept),
                                "patches_for_target": needed}
     return out

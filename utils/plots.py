@@ -254,18 +254,18 @@ def plot_per_class_recall(rows: list[dict], class_names: list[str]):
 
 
 def plot_scaling(scaling: dict):
-    """Test metrics against training patches (log axis), each with its fitted line extended to its target."""
+    """Validation metrics against training patches (log axis), each with its fitted line extended to its
+    target, and the test metrics beside them (not fitted)."""
     n = np.array(scaling["train_n"], dtype=float)
     fits = scaling["fits"]
     fig, axes = plt.subplots(1, len(fits), figsize=(4 * len(fits), 3.4))
     for ax, (metric, fit) in zip(np.atleast_1d(axes), fits.items()):
-        ax.plot(n, scaling[f"test_{metric}"], "o", label=f"test {metric}")
-        if metric == "auc":
-            ax.plot(n, scaling["val_auc"], "s", mfc="none", label="validation auc")
+        ax.plot(n, scaling[f"val_{metric}"], "o", label=f"validation {metric} (fitted)")
+        ax.plot(n, scaling[f"test_{metric}"], "s", mfc="none", label=f"test {metric}")
         reach = fit["patches_for_target"] if np.isfinite(fit["patches_for_target"]) else n.max()
         xs = np.geomspace(n.min(), max(n.max(), min(reach, 1e7)), 50)
         ax.plot(xs, fit["intercept"] + fit["per_tenfold"] * np.log10(xs), "--", lw=1,
-                label=f"fit: {fit['per_tenfold']:+.3f} per 10x patches")
+                label=f"fit to validation: {fit['per_tenfold']:+.3f} per 10x")
         ax.axhline(fit["target"], color="grey", lw=0.8, ls=":", label=f"target {fit['target']}")
         ax.set_xscale("log")
         # The measured sizes as ticks: matplotlib's log minor labels (3x10^3, 4x10^3, ...) overlap here.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 from .data import PCAM_TRAIN_PATCHES
@@ -121,7 +122,9 @@ MACROS = (
     "BenchDevice", "BenchFiftyEpochs", "BenchImagesPerSecond", "BenchLatency", "BenchLoaderEpoch",
     "BenchProjectEpoch", "BenchSpeedup", "BloodImbalance", "BloodLargestTrain", "BloodSmallestTrain",
     "BloodTest", "BloodTrain", "BloodVal", "CamLayer", "DeepEffBestEpoch", "DeepEffECEAfter",
-    "DeepEffECEBefore", "DeepEffEpochs", "DeepEffImagesPerSecond", "DeepEffLatency", "DeepEffMFlops",
+    "DeepEffECEBefore", "DeepEffEpochs", "DeepEffMFlops", "DeepEffRank", "DeepEffSeedsSentence", "ZooRows",
+    "AblationChanges", "AblationSEOffDelta", "AttentionSEDelta", "AttentionSeedNote", "BaselineTrainMin",
+    "BaselineTrainMax", "BenchModeSentence", "PcamDegenerateSentence", "PcamTrainPercent", "TorchVersions",
     "DeepEffParams", "DeepEffRun", "DeepEffTemperature", "DeepEffTestAUC", "DeepEffTestAcc",
     "DeepEffTestAccHigh", "DeepEffTestAccLow", "DeepEffTestMacroF", "DeepEffTestN", "DeepEffTrainSeconds",
     "DeepEffValAcc", "DeepEffSeeds", "DeepEffSeedsTestAccMean", "DeepEffSeedsTestAccStd", "DeepEffTarget", "GpuBenchDevice", "GpuBenchFiftyEpochs", "GpuBenchImagesPerSecond", "GpuBenchLatency",
@@ -133,7 +136,7 @@ MACROS = (
     "PcamScalingAUCPatches", "PcamScalingAUCTimesPcam", "PcamScalingAccPatches", "PcamScalingAccTimesPcam",
     "PcamScalingEpochs", "PcamScalingVerdict",
     "PcamTrainUsed", "PcamVal", "ResultsDevice", "ResultsProfile", "RoadGradCAM", "RoadGradCAMpp", "RoadN",
-    "RoadRandom", "RoadVerdict", "TopConfusionTrue", "TopConfusionPred", "TopConfusionCount", "TorchVersion", "ZooBest", "ZooBestTestAcc",
+    "RoadRandom", "RoadVerdict", "TopConfusionTrue", "TopConfusionPred", "TopConfusionCount", "ZooBest", "ZooBestTestAcc",
 )
 
 
@@ -155,7 +158,7 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
     if record:
         test, val = record["test"], record["val"]
         m.update(ResultsProfile=record["profile"], ResultsDevice=tex_escape(record["device"]),
-                 TorchVersion=tex_escape(record["torch_version"]), DeepEffRun=tex_escape(record["run"]),
+                 DeepEffRun=tex_escape(record["run"]),
                  DeepEffParams=f"{record['params'] / 1e6:.2f}", DeepEffMFlops=f"{record['flops'] / 1e6:.0f}",
                  DeepEffEpochs=str(record["config"]["epochs"]), DeepEffBestEpoch=str(record["best_epoch"]),
                  DeepEffTrainSeconds=f"{record['train_seconds']:.0f}", DeepEffValAcc=pct(val["acc"]),
@@ -164,13 +167,16 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
                  DeepEffTestMacroF=f"{test['macro_f1']:.4f}", DeepEffTestN=f"{test['n']:,}",
                  DeepEffTemperature=f"{main['calibration']['temperature']:.2f}",
                  DeepEffECEBefore=f"{main['calibration']['ece_before']:.3f}",
-                 DeepEffECEAfter=f"{main['calibration']['ece_after']:.3f}",
-                 DeepEffImagesPerSecond=f"{main['inference_images_per_second']:,.0f}",
-                 DeepEffLatency=f"{main['latency_ms_batch1']:.1f}")
+                 DeepEffECEAfter=f"{main['calibration']['ece_after']:.3f}")
         if "seeds" in main:
             seeds = main["seeds"]
-            m.update(DeepEffSeeds=str(len(seeds["runs"])), DeepEffSeedsTestAccMean=pct(seeds["test_acc_mean"]),
+            n_seeds = len(seeds["runs"])
+            m.update(DeepEffSeeds=str(n_seeds), DeepEffSeedsTestAccMean=pct(seeds["test_acc_mean"]),
                      DeepEffSeedsTestAccStd=pct(seeds["test_acc_std"]),
+                     DeepEffSeedsSentence=(
+                         f"Over {n_seeds} seeds the mean test accuracy is {pct(seeds['test_acc_mean'])}\\% (standard "
+                         f"deviation {pct(seeds['test_acc_std'])} points)" if n_seeds > 1 else
+                         "This build trains one seed, so it gives no spread over seeds"),
                      DeepEffTarget="met" if seeds["test_acc_mean"] >= 0.98 else "not met")
         import numpy as np
         confusion = np.array(test["confusion_matrix"])
@@ -201,18 +207,32 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
                       f"{prefix}FiftyEpochs": f"{b['train_seconds_50_epochs']:,.0f}",
                       f"{prefix}ImagesPerSecond": f"{b['inference_images_per_second']:,.0f}",
                       f"{prefix}Latency": f"{b['latency_ms_batch1']:.1f}"})
+    if bench:
+        m["BenchModeSentence"] = (
+            f"This is a \\code{{--quick}} run: {bench['timed_steps']} timed steps per pipeline, and its 50-epoch time is "
+            f"extrapolated from them, not measured" if bench["quick"] else
+            "This is a full run: the 50-epoch time is measured, validation included")
     m["HasGpuBench"] = "true" if gpu_bench else "false"
 
     baselines = _read(results, "baselines/summary.json")
     t["baselines"] = _table(STUDY_HEADER, _study_rows(baselines), "not run yet")
     if baselines:
         m.update(_best_on_validation(baselines, "Baseline"))
+        seconds = [r["train_seconds_mean"] for r in baselines["rows"]]
+        m.update(BaselineTrainMin=f"{min(seconds):,.0f}", BaselineTrainMax=f"{max(seconds):,.0f}")
     attention = _read(results, "attention/summary.json")
     t["attention"] = _table(STUDY_HEADER + ["$\\Delta$ val"], _study_rows(attention, "none"), "notebook 04 not run yet")
     if attention:
         rows = attention["rows"]
         none = next(r for r in rows if r["name"] == "none")
-        best = max(rows, key=lambda r: r["val_acc_mean"])
+        best = _chosen_row(attention)
+        se = next((r for r in rows if r["name"] == "SE"), None)
+        if se:
+            m["AttentionSEDelta"] = f"{100 * (se['val_acc_mean'] - none['val_acc_mean']):+.2f}"
+        m["AttentionSeedNote"] = (
+            f"The $\\pm$ is the standard deviation over {best['seeds']} seeds." if best["seeds"] > 1 else
+            "With one seed the spread between seeds is not measured, so differences of a point or two are not "
+            "evidence that one variant is better")
         m.update(AttentionBest=tex_escape(best["name"]), AttentionSeeds=str(best["seeds"]),
                  AttentionBestDelta=f"{100 * (best['val_acc_mean'] - none['val_acc_mean']):+.2f}",
                  AttentionEpochs=str(best.get("epochs", "")))
@@ -227,7 +247,11 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
         worst = min(others, key=lambda r: r["val_acc_mean"])
         best = max(others, key=lambda r: r["val_acc_mean"])
         recipe_run = _run(results, ablations["runs"][0])
-        m.update(AblationRuns=str(len(rows)), AblationSeeds=str(recipe["seeds"]), AblationRecipeVal=pct(recipe["val_acc_mean"]),
+        se_off = next((r for r in rows if r["name"] == "SE off"), None)
+        if se_off:
+            m["AblationSEOffDelta"] = f"{100 * (se_off['val_acc_mean'] - recipe['val_acc_mean']):+.2f}"
+        m.update(AblationRuns=str(len(rows)), AblationChanges=str(len(others)), AblationSeeds=str(recipe["seeds"]),
+                 AblationRecipeVal=pct(recipe["val_acc_mean"]),
                  AblationWorst=tex_escape(worst["name"]),
                  AblationWorstDelta=f"{100 * (worst['val_acc_mean'] - recipe['val_acc_mean']):+.2f}",
                  AblationBest=tex_escape(best["name"]),
@@ -238,16 +262,21 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
     t["zoo"] = _table(STUDY_HEADER, _study_rows(zoo), "notebook 08 not run yet")
     if zoo:
         m.update(_best_on_validation(zoo, "Zoo"))
+        by_val = sorted(zoo["rows"], key=lambda r: -r["val_acc_mean"])
+        rank = next((i + 1 for i, r in enumerate(by_val) if r["name"] == "DeepEfficientNet"), None)
+        if rank:
+            m.update(DeepEffRank=_ordinal(rank), ZooRows=str(len(by_val)))
 
     imbalance = _read(results, "imbalance/summary.json")
     if imbalance:
         eda_names = eda["class_names"] if eda else []
         short = [n.split("(")[0].strip()[:4] for n in eda_names]
-        rows = [[tex_escape(r["name"]), f"{r['test_macro_f1_mean']:.3f}", pct(r["test_acc_mean"]), f"{r['min_recall']:.3f}"]
+        rows = [[tex_escape(r["name"]), f"{r['val_macro_f1_mean']:.3f}", f"{r['test_macro_f1_mean']:.3f}",
+                 pct(r["test_acc_mean"]), f"{r['min_recall']:.3f}"]
                 + [f"{v:.2f}" for v in r["recall_mean"]] for r in imbalance["rows"]]
-        t["imbalance"] = _table(["Strategy", "Macro-F1", "Acc (\\%)", "Min recall"] + [tex_escape(s) for s in short],
+        t["imbalance"] = _table(["Strategy", "Val F1", "Test F1", "Acc (\\%)", "Min recall"] + [tex_escape(s) for s in short],
                                 rows, "not run yet")
-        best = max(imbalance["rows"], key=lambda r: r["test_macro_f1_mean"])
+        best = _chosen_row(imbalance)
         m.update(ImbalanceModel=tex_escape(imbalance["model"]), ImbalanceBest=tex_escape(best["name"]),
                  ImbalanceSeeds=str(imbalance["rows"][0]["seeds"]))
     else:
@@ -288,6 +317,14 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
                  PcamBestAccTval=pct(final["test_at_val_threshold"]["acc"]), PcamBestTval=f"{final['threshold']:.2f}",
                  PcamAccTarget="met" if final["test_at_0.5"]["acc"] >= PCAM_TARGETS["acc"] else "not met",
                  PcamAUCTarget="met" if final["test_at_0.5"]["auc"] >= PCAM_TARGETS["auc"] else "not met")
+        degenerate = [(tex_escape(key), s["test_at_0.5"]) for key, s in pcam["runs"].items()
+                      if {round(s["test_at_0.5"]["sensitivity"], 3), round(s["test_at_0.5"]["specificity"], 3)} == {0.0, 1.0}]
+        m["PcamDegenerateSentence"] = " ".join(
+            f"{key} is degenerate at threshold 0.5: it calls every test patch "
+            f"{'metastatic' if a['sensitivity'] > 0.5 else 'normal'} (sensitivity {a['sensitivity']:.3f}, specificity "
+            f"{a['specificity']:.3f}), so only its AUC ({a['auc']:.4f}) says anything about it." for key, a in degenerate) \
+            or "No run is degenerate at threshold 0.5 (all of one class predicted)."
+        m.update(PcamTrainPercent=f"{100 * final['train_n'] / PCAM_TRAIN_PATCHES:.1f}")
         m.update(PcamTrainUsed=f"{final['train_n']:,}", PcamEpochs=str(final["epochs"]),
                  PcamTTAKept="kept" if pcam["tta"]["kept"] else "not kept")
         levers = {r["lever"]: r for r in pcam["levers"]}
@@ -316,12 +353,87 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
         m["PcamScalingVerdict"] = tex_escape(verdict)
     else:
         t["pcam"] = _table(["Model", "AUC"], [], "notebook 07 not run yet")
+
+    runs = load_results(results / "runs")
+    if runs:
+        versions = Counter(r["torch_version"] for r in runs)
+        m["TorchVersions"] = tex_escape(", ".join(f"{v} ({n} run{'s' if n > 1 else ''})" for v, n in versions.most_common()))
+    t["published"] = published_table(results)
     return m, t
 
 
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+# Published test accuracies on the same official test splits, as their papers report them (cited in
+# main.tex; each with its source). BloodMNIST: MedMNIST v2 (Yang et al. 2023), Table 3; PatchCamelyon:
+# Veeling et al. 2018 (P4M-DenseNet on the full official test split, trained on all 262,144 patches).
+PUBLISHED = [
+    ("bloodmnist", "ResNet-18 (28)", "yang2023medmnist", 28, 3421, 0.958, 0.998),
+    ("bloodmnist", "ResNet-18 (224)", "yang2023medmnist", 224, 3421, 0.963, 0.998),
+    ("bloodmnist", "AutoKeras", "yang2023medmnist", 28, 3421, 0.961, 0.998),
+    ("bloodmnist", "Google AutoML Vision", "yang2023medmnist", 28, 3421, 0.966, 0.998),
+    ("pcam", "P4M-DenseNet", "veeling2018pcam", 96, 32768, 0.898, 0.963),
+]
+
+
+def wilson_interval(acc: float, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of an accuracy measured on ``n`` images (scipy's binomtest)."""
+    from scipy.stats import binomtest
+    ci = binomtest(round(acc * n), n).proportion_ci(confidence_level=0.95, method="wilson")
+    return ci.low, ci.high
+
+
+def published_table(results: Path) -> str:
+    """This repository's chosen models beside the published results on the same official test splits, every
+    accuracy with a 95% interval from its test-set size (Wilson), so that rows of different n compare."""
+    rows = []
+    def row(dataset, name, source, size, n, acc, auc):
+        low, high = wilson_interval(acc, n)
+        rows.append([dataset, name, source, f"{size}", f"{n:,}", pct(acc, 1), f"{100 * low:.1f}--{100 * high:.1f}",
+                     f"{auc:.3f}"])
+    for dataset, name, key, size, n, acc, auc in PUBLISHED:
+        if dataset == "bloodmnist":
+            row("BloodMNIST", tex_escape(name), f"\\citet{{{key}}}", size, n, acc, auc)
+    main = _read(results, "deep_efficientnet/summary.json")
+    record = _run(results, main["run"]) if main else None
+    picked = [("DeepEfficientNet", record)]
+    zoo = _read(results, "architectures/summary.json")
+    if zoo:
+        best = _chosen_row(zoo)
+        best_record = next((r for r in map(lambda run: _run(results, run), zoo["runs"])
+                            if r and r["test"]["acc"] == best["test_acc_mean"] and r["params"] == best["params"]), None)
+        if best["name"] != "DeepEfficientNet":
+            picked.append((f"{best['name']} (best on val)", best_record))
+    for name, r in picked:
+        if r:
+            row("BloodMNIST", tex_escape(name), f"ours, {r['profile']}, {r['config']['epochs']} ep.", r["image_size"],
+                r["test"]["n"], r["test"]["acc"], r["test"]["auc"])
+    for dataset, name, key, size, n, acc, auc in PUBLISHED:
+        if dataset == "pcam":
+            row("PCam", tex_escape(name), f"\\citet{{{key}}}", size, n, acc, auc)
+    pcam = _read(results, "pcam/summary.json")
+    if pcam:
+        final = dict(pcam["runs"], **{pcam["final"]: pcam["tta"]["study"]}).get(pcam["final"])
+        if final:
+            row("PCam", tex_escape(pcam["final"]), f"ours, {pcam['session']['profile']}, subset", 96,
+                final["test_at_0.5"]["n"], final["test_at_0.5"]["acc"], final["test_at_0.5"]["auc"])
+    return _table(["Data", "Model", "Source", "Px", "Test $n$", "Acc (\\%)", "95\\% interval", "AUC"], rows,
+                  "not run yet", align="lllrrrrr")
+
+
+def _chosen_row(summary: dict) -> dict:
+    """The row the study chose (on validation, as its summary records)."""
+    if summary.get("chosen_on") != "val":
+        raise ValueError("a study summary must record its winner chosen on validation (chosen_on: val); "
+                         "re-run its notebook")
+    return next(r for r in summary["rows"] if r["name"] == summary["best"])
+
+
 def _best_on_validation(summary: dict, prefix: str) -> dict[str, str]:
-    """``<prefix>Best`` and ``<prefix>BestTestAcc`` for the study row chosen on validation accuracy."""
-    best = max(summary["rows"], key=lambda r: r["val_acc_mean"])
+    """``<prefix>Best`` and ``<prefix>BestTestAcc`` for the study row chosen on validation."""
+    best = _chosen_row(summary)
     return {f"{prefix}Best": tex_escape(best["name"]), f"{prefix}BestTestAcc": pct(best["test_acc_mean"])}
 
 

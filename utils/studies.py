@@ -4,16 +4,18 @@ seeds and, in the cpu profile, a stated smaller budget."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from .experiment import run_training
-from .profiles import get_profile
+from .profiles import default_device, get_profile
+from .training import resolve_amp
 
 ATTENTION_VARIANTS = {"none": "efficientnet_b0", "SE": "efficientnet_b0_se", "CBAM": "efficientnet_b0_cbam",
                       "MSFF": "efficientnet_b0_msff"}
 # One training budget for all four variants; the cpu profile's is set by the slowest variant.
 ATTENTION_CPU_EPOCHS = 6
 
-# The cpu profile's ablation budget: 16 full-data runs would take about 2 hours on 2 cores, so each
+# The cpu profile's ablation budget: 15 full-data runs would take about 2 hours on 2 cores, so each
 # trains on the same stratified 3,000 training images for 4 epochs (val and test stay whole).
 ABLATION_CPU_BUDGET = {"train_limit": 3000, "epochs": 4}
 
@@ -70,11 +72,23 @@ def run_attention_study(profile: str | None = None, dataset: str = "bloodmnist")
             for label, model in ATTENTION_VARIANTS.items() for seed in prof.seeds]
 
 
+def effective_ablations(recipe_amp: torch.dtype | None) -> dict[str, dict]:
+    """The ablations that change something where the recipe's ``amp="auto"`` resolves to ``recipe_amp``:
+    "AMP off (fp32)" is the recipe itself on a CPU, "AMP bf16" the recipe itself on a bf16 GPU."""
+    return {label: change for label, change in ABLATIONS.items()
+            if "amp" not in change or resolve_amp(change["amp"], _device_of(change["amp"])) != recipe_amp}
+
+
+def _device_of(amp: str) -> torch.device:
+    # Explicit amp settings resolve the same on every device; only "auto" needs the real one.
+    return default_device() if amp == "auto" else torch.device("cpu")
+
+
 def run_ablation_study(profile: str | None = None, dataset: str = "bloodmnist") -> list[dict]:
     prof = get_profile(profile)
     budget = ABLATION_CPU_BUDGET if prof.name == "cpu" else {}
     records = []
-    for label, change in ABLATIONS.items():
+    for label, change in effective_ablations(resolve_amp("auto", default_device())).items():
         change = dict(change)
         model_kwargs = change.pop("model_kwargs", None)
         for seed in prof.seeds:
@@ -126,7 +140,7 @@ PCAM_MODELS = {
     "Lite0 (ImageNet, 1.5x input)": ("efficientnet_lite0", {"pretrained": True, "input_scale": 1.5}),
 }
 # The cpu profile screens every entry on 2,000 stratified training patches for 3 epochs (3-8 minutes each
-# on 2 cores), then trains the one with the best validation AUC on all training patches (8% of PCam, the
+# on 2 cores), then trains the one with the best validation AUC on all training patches (7.3% of PCam, the
 # budget of the targets) for 6 epochs: at 96x96 the ImageNet Lite0's all-patch run gained 0.0007
 # validation AUC from 12 epochs over 6 (0.9484 vs 0.9477, both runs in results/runs) for twice the time,
 # and at 1.5x input 6 epochs already take about 50 minutes. The full profile trains every entry on all
@@ -158,10 +172,10 @@ def run_pcam_study(profile: str | None = None) -> list[dict]:
     return records
 
 
-# Training patches against test AUC for one model at one budget per profile: how far does the 8% budget
+# Training patches against validation AUC for one model at one budget per profile: how far does the 7.3% budget
 # fall short, and how fast does more data help? The cpu profile's 6-epoch budget is the one whose
 # all-patch run validation compared with 12 epochs (0.9477 vs 0.9484 AUC).
-# The targets of the PatchCamelyon issue on our test split, with 8% of PCam's training patches.
+# The targets of the PatchCamelyon issue on our test split, with 7.3% of PCam's training patches.
 PCAM_TARGETS = {"auc": 0.965, "acc": 0.90}
 PCAM_SCALING_MODEL = "Lite0 (ImageNet)"
 PCAM_SCALING = {"smoke": {"train_limits": (96, 192), "budget": {}},
@@ -202,6 +216,17 @@ def summarize(records: list[dict], by: str = "label") -> list[dict]:
     return rows
 
 
+def study_summary(session: dict, rows: list[dict], records: list[dict], chosen_by: str = "val_acc_mean",
+                  **extra) -> dict:
+    """A study's ``summary.json``: its rows and runs, and the row with the highest ``chosen_by`` (a
+    validation metric: the test split never chooses)."""
+    if not chosen_by.startswith("val_"):
+        raise ValueError(f"a study's winner is chosen on validation, not on {chosen_by!r}")
+    best = max(rows, key=lambda r: r[chosen_by])
+    return {"session": session, **extra, "rows": rows, "runs": [r["run"] for r in records],
+            "chosen_on": "val", "chosen_by": chosen_by, "best": best["name"]}
+
+
 def format_summary(rows: list[dict], baseline: str | None = None) -> str:
     width = max([len(r["name"]) for r in rows] + [8]) + 2
     lines = [f"{'':<{width}}{'seeds':>6}{'params':>10}{'MFLOPs':>8}{'epochs':>7}{'val acc %':>16}{'test acc %':>16}"
@@ -235,8 +260,10 @@ def format_imbalance(rows: list[dict], class_names: list[str]) -> str:
     from .plots import short_names
     names = short_names(class_names)
     width = max(len(r["name"]) for r in rows) + 2
-    lines = [f"{'':<{width}}{'macro-F1':>15}{'acc %':>8}  test recall per class: " + " ".join(f"{n:>6}" for n in names)]
+    lines = [f"{'':<{width}}{'val macro-F1':>13}{'test macro-F1':>15}{'acc %':>8}  test recall per class: "
+             + " ".join(f"{n:>6}" for n in names)]
     for r in rows:
-        lines.append(f"{r['name']:<{width}}{r['test_macro_f1_mean']:>8.4f} ±{r['test_macro_f1_std']:.3f}"
+        lines.append(f"{r['name']:<{width}}{r['val_macro_f1_mean']:>13.4f}"
+                     f"{r['test_macro_f1_mean']:>8.4f} ±{r['test_macro_f1_std']:.3f}"
                      f"{100 * r['test_acc_mean']:>8.2f}  {'':<23}" + " ".join(f"{v:>6.3f}" for v in r["recall_mean"]))
     return "\n".join(lines)
