@@ -62,3 +62,54 @@ def test_missing_results_read_as_not_available(tmp_path):
     text = (tmp_path / "out" / "macros.tex").read_text()
     assert f"\\newcommand{{\\DeepEffTestAcc}}{{{MISSING}}}" in text
     assert "not run yet" in (tmp_path / "out" / "ablations.tex").read_text()
+
+
+def _figure_groups(tex: str) -> list[list[str]]:
+    """The \\resultfigure names of each figure environment of main.tex (side by side when several)."""
+    import re
+    return [re.findall(r"\\resultfigure(?:\[[^\]]*\])?\{([^}]+)\}", body)
+            for body in re.findall(r"\\begin\{figure\}(.*?)\\end\{figure\}", tex, flags=re.S)]
+
+
+def test_report_figures_print_at_the_size_they_are_drawn():
+    """Figures are drawn at print size with no font below 8 pt; included at their natural size, side by
+    side ones together fit the 5.5 in text, so nothing is shrunk below what was drawn."""
+    import re
+    from utils.plots import TEXT_WIDTH
+    tex = (REPO / "report/main.tex").read_text()
+    assert "\\resultfigure[" not in tex, "a width option rescales a figure away from its drawn size"
+    groups = _figure_groups(tex)
+    assert groups and all(groups)
+    for names in groups:
+        widths = []
+        for name in names:
+            pdf = (REPO / "figures" / f"{name}.pdf").read_bytes()
+            widths.append(float(re.search(rb"/MediaBox \[ ?0 0 ([\d.]+)", pdf).group(1)))
+        assert sum(widths) <= TEXT_WIDTH * 72 + 1, (names, widths)
+
+
+def test_plots_draw_no_text_below_the_minimum_font():
+    import matplotlib.text
+    import numpy as np
+    from utils import plots
+    from utils.models import build_model
+    names = ["basophil", "eosinophil", "erythroblast", "immature granulocytes(myelocytes)", "lymphocyte",
+             "monocyte", "neutrophil", "platelet"]
+    rng = np.random.default_rng(0)
+    curve = {"confidence": [0.2, 0.5, 0.9], "accuracy": [0.3, 0.5, 0.8]}
+    y = rng.integers(0, 2, 50)
+    figures = [
+        plots.plot_class_counts({"train": list(range(1, 9)), "test": list(range(1, 9))}, names),
+        plots.plot_confusion_matrix(rng.integers(0, 50, (8, 8)), names),
+        plots.plot_reliability({"before": curve, "after": curve}),
+        plots.plot_roc_curves({"a": (y, rng.random(50)), "b": (y, rng.random(50))}),
+        plots.plot_scaling({"train_n": [1000, 4000], "val_auc": [0.9, 0.92], "test_auc": [0.9, 0.91],
+                            "fits": {"auc": {"target": 0.95, "per_tenfold": 0.03, "intercept": 0.81,
+                                             "patches_for_target": 50000.0}}}),
+        plots.plot_image_grid([rng.random((28, 28, 3))] * 6, ["neutrophil\n-> IG"] * 6, columns=6),
+        plots.plot_architecture(plots.architecture_rows(build_model("deep_efficientnet", 8)), "title"),
+    ]
+    for fig in figures:
+        fig.canvas.draw()
+        sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text().strip()]
+        assert sizes and min(sizes) >= plots.MIN_FONT, fig

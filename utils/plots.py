@@ -13,6 +13,14 @@ import seaborn as sns
 
 from .storage import atomic_write
 
+# Figures are drawn at the size they print: the report's text is 5.5 in wide (report/medcnn.sty) and
+# includes every figure at its natural size, so a font set here is the font a reader sees (never below 8 pt).
+TEXT_WIDTH = 5.5
+MIN_FONT = 8
+plt.rcParams.update({"font.size": MIN_FONT, "axes.titlesize": MIN_FONT + 1, "axes.labelsize": MIN_FONT,
+                     "xtick.labelsize": MIN_FONT, "ytick.labelsize": MIN_FONT, "legend.fontsize": MIN_FONT,
+                     "figure.titlesize": MIN_FONT + 1})
+
 
 
 ABBREVIATIONS = {"immature granulocytes": "IG"}
@@ -35,15 +43,14 @@ def save_figure(fig, name: str, folder: str | Path | None = None) -> Path:
 
 
 def plot_class_counts(counts: dict[str, list[int]], class_names: list[str]):
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    fig, ax = plt.subplots(figsize=(0.85 * TEXT_WIDTH, 2.4))
     names = short_names(class_names)
     width = 0.8 / len(counts)
     for i, (split, values) in enumerate(counts.items()):
         ax.bar(np.arange(len(names)) + i * width, values, width, label=split)
     ax.set_xticks(np.arange(len(names)) + width * (len(counts) - 1) / 2, names, rotation=30, ha="right")
     ax.set_ylabel("images")
-    ax.legend()
-    ax.set_title("Images per class and split")
+    ax.legend(frameon=False)
     return fig
 
 
@@ -58,7 +65,7 @@ def plot_sample_grid(images: np.ndarray, labels: np.ndarray, class_names: list[s
         for ax, i in zip(row, index):
             ax.imshow(images[i].transpose(1, 2, 0))
             ax.set_xticks([]), ax.set_yticks([])
-        row[0].set_ylabel(names[c], rotation=0, ha="right", va="center", fontsize=8)
+        row[0].set_ylabel(names[c], rotation=0, ha="right", va="center")
     fig.subplots_adjust(wspace=0.05, hspace=0.05)
     return fig
 
@@ -73,7 +80,7 @@ def plot_channel_histograms(images: np.ndarray, labels: np.ndarray, class_names:
         ax.set_title(f"{colour} channel")
         ax.set_xlabel("intensity")
     axes[0].set_ylabel("density")
-    axes[-1].legend(fontsize=7)
+    axes[-1].legend()
     return fig
 
 
@@ -86,7 +93,7 @@ def plot_training_curves(records: list[dict], metric: str = "val_acc"):
         axes[1].plot(epochs, [h[metric] for h in r["history"]], label=label)
     axes[0].set(xlabel="epoch", ylabel="train loss")
     axes[1].set(xlabel="epoch", ylabel=metric.replace("_", " "))
-    axes[1].legend(fontsize=8)
+    axes[1].legend()
     return fig
 
 
@@ -94,23 +101,25 @@ def plot_confusion_matrix(matrix, class_names: list[str], normalize: bool = True
     m = np.asarray(matrix, dtype=float)
     if normalize:
         m = m / m.sum(1, keepdims=True).clip(min=1)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    # Percent of each true class as whole numbers: two digits per cell stay legible at print size.
+    fig, ax = plt.subplots(figsize=(2.35, 2.3))
     names = short_names(class_names)
-    sns.heatmap(m, annot=True, fmt=".2f" if normalize else "d", cmap="Blues", xticklabels=names,
-                yticklabels=names, ax=ax, cbar=False, annot_kws={"fontsize": 7})
+    sns.heatmap(100 * m if normalize else m, annot=True, fmt=".0f" if normalize else "d", cmap="Blues",
+                xticklabels=names, yticklabels=names, ax=ax, cbar=False, annot_kws={"fontsize": MIN_FONT})
     ax.set(xlabel="predicted", ylabel="true")
-    ax.tick_params(axis="x", rotation=35)
+    ax.tick_params(axis="x", rotation=90)
+    ax.tick_params(axis="y", rotation=0)
     return fig
 
 
 def plot_reliability(curves: dict[str, dict]):
     """curves: label -> ``metrics.reliability_curve`` output."""
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    fig, ax = plt.subplots(figsize=(2.25, 2.25))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
     for label, c in curves.items():
         ax.plot(c["confidence"], c["accuracy"], "o-", ms=3, label=label)
     ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
-    ax.legend(fontsize=8)
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False, columnspacing=0.8, handlelength=1.5)
     return fig
 
 
@@ -119,21 +128,24 @@ def plot_params_vs_accuracy(rows: list[dict]):
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for r in rows:
         ax.scatter(r["params"] / 1e6, 100 * r["acc"], s=40)
-        ax.annotate(r["name"], (r["params"] / 1e6, 100 * r["acc"]), fontsize=8, xytext=(4, 2),
+        ax.annotate(r["name"], (r["params"] / 1e6, 100 * r["acc"]), xytext=(4, 2),
                     textcoords="offset points")
     ax.set_xscale("log")
     ax.set(xlabel="parameters (millions, log scale)", ylabel="test accuracy (%)")
     return fig
 
 
-def plot_image_grid(images: list[np.ndarray], titles: list[str], columns: int = 8):
+def plot_image_grid(images: list[np.ndarray], titles: list[str], columns: int = 8, width: float = TEXT_WIDTH):
+    """Images in a grid ``width`` inches wide, each titled (one or two lines)."""
     rows = int(np.ceil(len(images) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.5, rows * 1.7), squeeze=False)
+    tile = width / columns
+    fig, axes = plt.subplots(rows, columns, figsize=(width, rows * (tile + 0.3)), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, title in zip(axes.flat, images, titles):
         ax.imshow(img)
-        ax.set_title(title, fontsize=6)
+        ax.set_title(title, pad=2)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.95, wspace=0.05, hspace=0.5)
     return fig
 
 
@@ -166,10 +178,10 @@ def architecture_rows(model, image_size: int = 28) -> list[dict]:
 
 def plot_architecture(rows: list[dict], title: str = ""):
     """Boxes whose height follows log(channels) and width the block count, annotated."""
-    fig, ax = plt.subplots(figsize=(11, 3.2))
+    fig, ax = plt.subplots(figsize=(TEXT_WIDTH, 2.1))
     x = 0.0
     for r in rows:
-        width = 0.9 + 0.25 * r["blocks"]
+        width = 1.35 + 0.12 * r["blocks"]
         height = np.log2(r["channels"]) / np.log2(1280)
         colour = {"SE": "#e07b39", "CBAM": "#7b39e0"}.get(r["attention"], "#3978e0")
         ax.add_patch(matplotlib.patches.FancyBboxPatch((x, (1 - height) / 2), width, height,
@@ -178,20 +190,29 @@ def plot_architecture(rows: list[dict], title: str = ""):
         label = r["stage"].split(" (")[0].replace("MBConv stage ", "stage ")
         ax.text(x + width / 2, 0.5, f"{label}\n{r['blocks']}x k{r['kernel']}\n"
                 f"{r['channels']} ch\n{res}\n{r['attention'] if r['attention'] != '-' else ''}",
-                ha="center", va="center", fontsize=7, color="white")
+                ha="center", va="center", color="white")
         x += width + 0.15
-    ax.set_xlim(-0.1, x)
-    ax.set_ylim(0, 1)
+    # Room for the rounded boxes' padding on both sides: the last box must not touch the edge.
+    ax.set_xlim(-0.15, x)
+    ax.set_ylim(-0.02, 1.02)
     ax.axis("off")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title)
     return fig
 
 
-def plot_cam_panel(images, cams: dict, examples: dict, class_names: list[str], correct: bool, limit: int = 12):
-    """Rows of (image, one overlay per CAM method) for the correct or the wrong predictions."""
+def plot_cam_panel(images, cams: dict, examples: dict, class_names: list[str], correct: bool, per_class: int = 1,
+                   limit: int = 12):
+    """(image, one overlay per CAM method) for the correct or the wrong predictions: up to ``per_class``
+    examples of every true class (so every class is shown), at most ``limit``, two examples a row."""
     from .explain import overlay
     names = short_names(class_names)
-    chosen = [i for i, ok in enumerate(examples["correct"]) if bool(ok) == correct][:limit]
+    shown: dict[int, int] = {}
+    chosen = []
+    for i, ok in enumerate(examples["correct"]):
+        true = examples["true"][i]
+        if bool(ok) == correct and shown.get(true, 0) < per_class and len(chosen) < limit:
+            shown[true] = shown.get(true, 0) + 1
+            chosen.append(i)
     tiles, titles = [], []
     for i in chosen:
         tiles.append(images[i].permute(1, 2, 0).numpy())
@@ -199,7 +220,7 @@ def plot_cam_panel(images, cams: dict, examples: dict, class_names: list[str], c
         for method, maps in cams.items():
             tiles.append(overlay(images[i], maps[i]))
             titles.append(method)
-    return plot_image_grid(tiles, titles, columns=3 * (1 + len(cams)))
+    return plot_image_grid(tiles, titles, columns=2 * (1 + len(cams)))
 
 
 def plot_metric_bars(rows: list[dict], metric: str = "val_acc", baseline: str | None = None,
@@ -210,7 +231,7 @@ def plot_metric_bars(rows: list[dict], metric: str = "val_acc", baseline: str | 
     names = [r["name"] for r in rows]
     values = [100 * (r[f"{metric}_mean"] - base) for r in rows]
     errors = [100 * r[f"{metric}_std"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(rows) + 1.2))
+    fig, ax = plt.subplots(figsize=(TEXT_WIDTH, 0.22 * len(rows) + 0.8))
     ax.barh(names, values, xerr=errors, color=["#e07b39" if n == baseline else "#3978e0" for n in names],
             capsize=3)
     ax.invert_yaxis()
@@ -219,21 +240,21 @@ def plot_metric_bars(rows: list[dict], metric: str = "val_acc", baseline: str | 
     if not baseline:
         low = min(v - e for v, e in zip(values, errors))
         ax.set_xlim(max(0, low - 2), 100)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title)
     return fig
 
 
 def plot_roc_curves(curves: dict[str, tuple]):
     """ROC curves from {label: (y_true, p_positive)}, AUC in the legend."""
     from sklearn.metrics import roc_auc_score, roc_curve
-    fig, ax = plt.subplots(figsize=(4.2, 4))
+    # The legend sits beside the axes: inside, nine entries would cover the curves.
+    fig, ax = plt.subplots(figsize=(TEXT_WIDTH, 2.0))
     for label, (y, p) in curves.items():
         fpr, tpr, _ = roc_curve(y, p)
-        ax.plot(fpr, tpr, label=f"{label} (AUC {roc_auc_score(y, p):.3f})")
+        ax.plot(fpr, tpr, lw=1.2, label=f"{label} (AUC {roc_auc_score(y, p):.3f})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("1 - specificity")
-    ax.set_ylabel("sensitivity")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
+    ax.legend(loc="center left", bbox_to_anchor=(1.03, 0.5), frameon=False)
     return fig
 
 
@@ -242,14 +263,14 @@ def plot_per_class_recall(rows: list[dict], class_names: list[str]):
     names = short_names(class_names)
     x = np.arange(len(names))
     width = 0.8 / len(rows)
-    fig, ax = plt.subplots(figsize=(8, 3.4))
+    fig, ax = plt.subplots(figsize=(TEXT_WIDTH, 2.6))
     for i, r in enumerate(rows):
         ax.bar(x + (i - (len(rows) - 1) / 2) * width, r["recall_mean"], width, yerr=r["recall_std"],
                label=r["name"], capsize=2)
     ax.set_xticks(x, names)
     ax.set_ylabel("test recall")
     ax.set_ylim(max(0, min(min(r["recall_mean"]) for r in rows) - 0.15), 1.0)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(ncol=2, frameon=False)
     return fig
 
 
@@ -258,23 +279,26 @@ def plot_scaling(scaling: dict):
     target, and the test metrics beside them (not fitted)."""
     n = np.array(scaling["train_n"], dtype=float)
     fits = scaling["fits"]
-    fig, axes = plt.subplots(1, len(fits), figsize=(4 * len(fits), 3.4))
+    fig, axes = plt.subplots(1, len(fits), figsize=(TEXT_WIDTH, 2.6))
     for ax, (metric, fit) in zip(np.atleast_1d(axes), fits.items()):
-        ax.plot(n, scaling[f"val_{metric}"], "o", label=f"validation {metric} (fitted)")
-        ax.plot(n, scaling[f"test_{metric}"], "s", mfc="none", label=f"test {metric}")
+        name = {"auc": "AUC", "acc": "accuracy"}.get(metric, metric)
+        ax.plot(n, scaling[f"val_{metric}"], "o", label="validation (fitted)")
+        ax.plot(n, scaling[f"test_{metric}"], "s", mfc="none", label="test (not fitted)")
         reach = fit["patches_for_target"] if np.isfinite(fit["patches_for_target"]) else n.max()
         xs = np.geomspace(n.min(), max(n.max(), min(reach, 1e7)), 50)
-        ax.plot(xs, fit["intercept"] + fit["per_tenfold"] * np.log10(xs), "--", lw=1,
-                label=f"fit to validation: {fit['per_tenfold']:+.3f} per 10x")
-        ax.axhline(fit["target"], color="grey", lw=0.8, ls=":", label=f"target {fit['target']}")
+        ax.plot(xs, fit["intercept"] + fit["per_tenfold"] * np.log10(xs), "--", lw=1, label="line fitted to validation")
+        ax.axhline(fit["target"], color="grey", lw=0.8, ls=":", label="target")
         ax.set_xscale("log")
         # The measured sizes as ticks: matplotlib's log minor labels (3x10^3, 4x10^3, ...) overlap here.
         ticks = list(n) + ([reach] if reach > n.max() else [])
         ax.xaxis.set_major_locator(mticker.FixedLocator(ticks))
         ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda x, _: f"{x / 1000:.3g}k"))
         ax.xaxis.set_minor_locator(mticker.NullLocator())
+        ax.tick_params(axis="x", rotation=45)
         ax.set_xlabel("training patches")
-        ax.set_ylabel({"auc": "AUC", "acc": "accuracy"}.get(metric, metric))
-        ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+        ax.set_ylabel(name)
+        ax.set_title(f"{name}: {fit['per_tenfold']:+.3f} per 10x patches")
+    handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     return fig
