@@ -44,7 +44,10 @@ def test_summary_means_and_standard_deviations():
     a, b = rows
     assert a["seeds"] == 2 and abs(a["val_acc_mean"] - 0.91) < 1e-12 and abs(a["val_acc_std"] - 0.014142) < 1e-5
     assert b["seeds"] == 1 and b["val_acc_std"] == 0.0
-    assert "-11.00" in format_summary(rows, baseline="a")
+    table = format_summary(rows, baseline="a")
+    assert "-11.00" in table
+    a_line, b_line = table.splitlines()[1:]
+    assert "±1.41" in a_line and "±" not in b_line  # one seed has no spread to print
 
 
 def test_pcam_study_screens_then_retrains_the_validation_winner_on_all_patches(monkeypatch):

@@ -227,6 +227,12 @@ def study_summary(session: dict, rows: list[dict], records: list[dict], chosen_b
             "chosen_on": "val", "chosen_by": chosen_by, "best": best["name"]}
 
 
+def _mean_sd(row: dict, metric: str) -> str:
+    """Seed mean in percent, with its standard deviation when there are seeds to spread (16 characters)."""
+    spread = f" ±{100 * row[f'{metric}_std']:4.2f}" if row["seeds"] > 1 else " " * 6
+    return f"{100 * row[f'{metric}_mean']:>10.2f}{spread}"
+
+
 def format_summary(rows: list[dict], baseline: str | None = None) -> str:
     width = max([len(r["name"]) for r in rows] + [8]) + 2
     lines = [f"{'':<{width}}{'seeds':>6}{'params':>10}{'MFLOPs':>8}{'epochs':>7}{'val acc %':>16}{'test acc %':>16}"
@@ -235,8 +241,7 @@ def format_summary(rows: list[dict], baseline: str | None = None) -> str:
     base = next((r for r in rows if r["name"] == baseline), None)
     for r in rows:
         line = (f"{r['name']:<{width}}{r['seeds']:>6}{r['params'] / 1e6:>9.2f}M{r['flops'] / 1e6:>8.1f}{r['epochs']:>7}"
-                f"{100 * r['val_acc_mean']:>10.2f} ±{100 * r['val_acc_std']:4.2f}"
-                f"{100 * r['test_acc_mean']:>10.2f} ±{100 * r['test_acc_std']:4.2f}"
+                f"{_mean_sd(r, 'val_acc')}{_mean_sd(r, 'test_acc')}"
                 f"{r['test_macro_f1_mean']:>10.4f}{r['train_seconds_mean']:>9.0f}")
         if base:
             line += f"{100 * (r['val_acc_mean'] - base['val_acc_mean']):>+11.2f}"
