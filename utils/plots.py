@@ -102,7 +102,7 @@ def plot_confusion_matrix(matrix, class_names: list[str], normalize: bool = True
     if normalize:
         m = m / m.sum(1, keepdims=True).clip(min=1)
     # Percent of each true class as whole numbers: two digits per cell stay legible at print size.
-    fig, ax = plt.subplots(figsize=(2.35, 2.3))
+    fig, ax = plt.subplots(figsize=(2.3, 2.25))
     names = short_names(class_names)
     sns.heatmap(100 * m if normalize else m, annot=True, fmt=".0f" if normalize else "d", cmap="Blues",
                 xticklabels=names, yticklabels=names, ax=ax, cbar=False, annot_kws={"fontsize": MIN_FONT})
