@@ -135,8 +135,9 @@ def plot_params_vs_accuracy(rows: list[dict]):
     return fig
 
 
-def plot_image_grid(images: list[np.ndarray], titles: list[str], columns: int = 8, width: float = TEXT_WIDTH):
-    """Images in a grid ``width`` inches wide, each titled (one or two lines)."""
+def plot_image_grid(images: list[np.ndarray], titles: list[str], columns: int = 8, width: float = TEXT_WIDTH - 0.3):
+    """Images in a grid ``width`` inches wide, each titled (one or two lines; a long title may reach past its
+    tile, hence the margin under the text width)."""
     rows = int(np.ceil(len(images) / columns))
     tile = width / columns
     fig, axes = plt.subplots(rows, columns, figsize=(width, rows * (tile + 0.3)), squeeze=False)
