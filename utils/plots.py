@@ -249,13 +249,13 @@ def plot_roc_curves(curves: dict[str, tuple]):
     """ROC curves from {label: (y_true, p_positive)}, AUC in the legend."""
     from sklearn.metrics import roc_auc_score, roc_curve
     # The legend sits beside the axes: inside, nine entries would cover the curves.
-    fig, ax = plt.subplots(figsize=(TEXT_WIDTH, 2.0))
+    fig, ax = plt.subplots(figsize=(TEXT_WIDTH, 1.8))
     for label, (y, p) in curves.items():
         fpr, tpr, _ = roc_curve(y, p)
         ax.plot(fpr, tpr, lw=1.2, label=f"{label} (AUC {roc_auc_score(y, p):.3f})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
-    ax.legend(loc="center left", bbox_to_anchor=(1.03, 0.5), frameon=False)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, handlelength=1.2, labelspacing=0.25)
     return fig
 
 
