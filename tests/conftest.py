@@ -7,7 +7,8 @@ import torch
 
 os.environ.setdefault("PROFILE", "smoke")
 os.environ.setdefault("CI", "1")  # quiet progress bars in tests
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# At most 2 threads a process, shared out among pytest-xdist workers (-n N) so they do not oversubscribe the cores.
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))))
 REPO = Path(__file__).resolve().parent.parent
 
 

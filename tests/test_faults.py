@@ -191,16 +191,19 @@ def _damaged(kind, checkpoint, tmp_path):
         torch.save(build_model("simple_cnn", 8).state_dict(), path)
     elif kind == "wrong_file":  # the run's JSON record handed over by mistake
         path.write_text(checkpoint.with_suffix(".json").read_text())
+    elif kind == "predictions":  # the run's .npz: a zip archive too, but not torch's
+        path.write_bytes(checkpoint.with_suffix(".npz").read_bytes())
     return path
 
 
-@pytest.mark.parametrize("kind", ["truncated", "garbage", "foreign", "wrong_file"])
+@pytest.mark.parametrize("kind", ["truncated", "garbage", "foreign", "wrong_file", "predictions"])
 def test_a_damaged_checkpoint_gets_one_line_naming_the_file_and_the_fix(kind, checkpoint, tmp_path, capsys):
     path = _damaged(kind, checkpoint, tmp_path)
     with pytest.raises(CheckpointError) as error:
         load_checkpoint(path)
     message = str(error.value)
-    assert str(path) in message and "\n" not in message and ("retrain" in message or "pass the" in message)
+    assert str(path) in message and "\n" not in message
+    assert ("truncated or damaged" in message and "retrain" in message) if kind == "truncated" else "pass the" in message
     chained = error.value.__cause__ or (None if error.value.__suppress_context__ else error.value.__context__)
     assert chained is None  # no wall of torch's own traceback above the message
 

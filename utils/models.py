@@ -7,6 +7,7 @@ All accept 28x28 inputs natively (small-image stems, no upsampling) and larger s
 from __future__ import annotations
 
 import inspect
+import zipfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -389,12 +390,21 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[nn.Module, di
     retrain = "retrain it (python -m utils.train, or the notebook that made it, with FORCE=1) or copy the file again"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint here; only a few are committed, so {retrain}")
+    # torch.save writes a zip archive holding data.pkl: anything else is another kind of file.
+    with open(path, "rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04"
+    try:
+        holds_pickle = is_zip and any(n.endswith("data.pkl") for n in zipfile.ZipFile(path).namelist())
+    except zipfile.BadZipFile:
+        holds_pickle = True  # a torch zip cut short: torch.load below says so
+    if not holds_pickle:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (a run's .json or .npz, or another file?); "
+                              f"pass the <run>.pt that utils.train writes")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises RuntimeError, EOFError or UnpicklingError for a damaged file
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line[:120]}); the file is truncated "
-                              f"or damaged: {retrain}") from None
+        reason = str(error).strip().split(". ")[0].splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: truncated or damaged, torch cannot read it ({reason}); {retrain}") from None
     if not isinstance(payload, dict) or not {"model_name", "model_kwargs", "state_dict", "meta"} <= set(payload):
         raise CheckpointError(f"{path}: not a model checkpoint of this project (a training state file "
                               f"or another program's weights?); pass the <run>.pt that utils.train writes")

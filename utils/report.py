@@ -16,7 +16,7 @@ from pathlib import Path
 from .data import PCAM_TRAIN_PATCHES
 from .experiment import load_results
 from .storage import write_text
-from .studies import PCAM_TARGETS
+from .studies import BASELINES, PCAM_TARGETS
 
 README = Path("README.md")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -129,7 +129,7 @@ MACROS = (
     "DeepEffTestAccHigh", "DeepEffTestAccLow", "DeepEffTestMacroF", "DeepEffTestN", "DeepEffTrainSeconds",
     "DeepEffValAcc", "DeepEffSeeds", "DeepEffSeedsTestAccMean", "DeepEffSeedsTestAccStd", "DeepEffTarget", "GpuBenchDevice", "GpuBenchFiftyEpochs", "GpuBenchImagesPerSecond", "GpuBenchLatency",
     "GpuBenchLoaderEpoch", "GpuBenchProjectEpoch", "GpuBenchSpeedup", "HasGpuBench", "ImbalanceBest",
-    "ImbalanceModel", "ImbalanceSeeds", "PcamBest", "PcamBestAUC", "PcamBestAcc", "PcamBestAccTval", "PcamBestTval", "PcamDropped", "PcamEpochs",
+    "ImbalanceModel", "ImbalanceSeeds", "ImbalanceEpochs", "RoadSE", "PcamBest", "PcamBestAUC", "PcamBestAcc", "PcamBestAccTval", "PcamBestTval", "PcamDropped", "PcamEpochs",
     "PcamAccTarget", "PcamAUCTarget", "PcamScreenEpochs", "PcamScreenTrain",
     "PcamGroups", "PcamLiteImageNetAUC", "PcamLiteScratchAUC", "PcamProfile", "PcamTest", "PcamTrain",
     "PcamTTAKept", "PcamTTAValDelta", "PcamInputValDelta", "PcamScalingTrainMin", "PcamScalingAUCPerTenfold",
@@ -194,7 +194,8 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
         m.update(RoadGradCAM=f"{cam['mean']['gradcam']:+.3f}", RoadGradCAMpp=f"{cam['mean']['gradcam++']:+.3f}",
                  RoadRandom=f"{cam['mean']['random']:+.3f}",
                  RoadVerdict="above" if min(cam["mean"]["gradcam"], cam["mean"]["gradcam++"]) > cam["mean"]["random"]
-                 + 2 * cam["std"]["random"] / cam["n"] ** 0.5 else "not clearly above", RoadN=str(cam["n"]), CamLayer=tex_escape(cam["target_layer"]))
+                 + 2 * cam["std"]["random"] / cam["n"] ** 0.5 else "not clearly above",
+                 RoadSE=f"{max(cam['std'][k] for k in ('gradcam', 'gradcam++', 'random')) / cam['n'] ** 0.5:.3f}", RoadN=str(cam["n"]), CamLayer=tex_escape(cam["target_layer"]))
 
     bench = _read(results, "bench/bench_quick_cpu.json")
     gpu_bench = sorted(p for p in (results / "bench").glob("bench_*.json") if "cpu" not in p.name) \
@@ -209,7 +210,7 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
                       f"{prefix}Latency": f"{b['latency_ms_batch1']:.1f}"})
     if bench:
         m["BenchModeSentence"] = (
-            f"This is a \\code{{--quick}} run: {bench['timed_steps']} timed steps per pipeline, and its 50-epoch time is "
+            f"This is a \\code{{-{{}}-quick}} run: {bench['timed_steps']} timed steps per pipeline, and its 50-epoch time is "
             f"extrapolated from them, not measured" if bench["quick"] else
             "This is a full run: the 50-epoch time is measured, validation included")
     m["HasGpuBench"] = "true" if gpu_bench else "false"
@@ -277,7 +278,9 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
         t["imbalance"] = _table(["Strategy", "Val F1", "Test F1", "Acc (\\%)", "Min recall"] + [tex_escape(s) for s in short],
                                 rows, "not run yet")
         best = _chosen_row(imbalance)
-        m.update(ImbalanceModel=tex_escape(imbalance["model"]), ImbalanceBest=tex_escape(best["name"]),
+        model_labels = {model: label for label, (model, kwargs) in BASELINES.items() if not kwargs}
+        m.update(ImbalanceModel=tex_escape(model_labels.get(imbalance["model"], imbalance["model"])),
+                 ImbalanceEpochs=str(best.get("epochs", "")), ImbalanceBest=tex_escape(best["name"].lower()),
                  ImbalanceSeeds=str(imbalance["rows"][0]["seeds"]))
     else:
         t["imbalance"] = _table(["Strategy", "Macro-F1"], [], "notebook 08 not run yet")
@@ -334,10 +337,12 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
         m["PcamTTAValDelta"] = f"{levers['test-time augmentation']['val_auc']:+.4f}"
         if "1.5x input" in levers:
             m["PcamInputValDelta"] = f"{levers['1.5x input']['val_auc']:+.4f}"
+        # Wrapped columns: the runs' labels are long, and a shrunk table would print below 7 pt.
         t["pcam_levers"] = _table(["Change", "From", "To", "$\\Delta$ val AUC", "$\\Delta$ test AUC"],
                                   [[tex_escape(r["lever"]), tex_escape(r["from"]), tex_escape(r["to"]),
                                     f"{r['val_auc']:+.4f}", f"{r['test_auc']:+.4f}"]
-                                   for r in pcam["levers"]], "not run yet", align="lllrr")
+                                   for r in pcam["levers"]], "not run yet",
+                                  align=">{\\raggedright\\arraybackslash}p{0.9in}>{\\raggedright\\arraybackslash}p{1.35in}>{\\raggedright\\arraybackslash}p{1.35in}rr")
         scaling = pcam["scaling"]
         epochs = {s["epochs"] for s in pcam["scaling_runs"].values()}
         m.update(PcamScalingTrainMin=f"{min(scaling['train_n']):,}", PcamScalingEpochs="/".join(map(str, sorted(epochs))))
@@ -390,40 +395,47 @@ def wilson_interval(acc: float, n: int) -> tuple[float, float]:
 
 def published_table(results: Path) -> str:
     """This repository's chosen models beside the published results on the same official test splits, every
-    accuracy with a 95% interval from its test-set size (Wilson), so that rows of different n compare."""
+    accuracy with a 95% interval from its test-set size (Wilson), so that rows of different n compare.
+    Px is the input the network sees (a model that resizes its input counts at the resized size)."""
     rows = []
-    def row(dataset, name, source, size, n, acc, auc):
+
+    def row(name, source, size, n, acc, auc):
         low, high = wilson_interval(acc, n)
-        rows.append([dataset, name, source, f"{size}", f"{n:,}", pct(acc, 1), f"{100 * low:.1f}--{100 * high:.1f}",
-                     f"{auc:.3f}"])
-    for dataset, name, key, size, n, acc, auc in PUBLISHED:
+        rows.append([name, source, f"{size}", f"{n:,}", pct(acc, 1), f"{100 * low:.1f}--{100 * high:.1f}", f"{auc:.3f}"])
+
+    def ours(record: dict, label: str, note: str = ""):
+        scale = (record.get("model_kwargs") or {}).get("input_scale") or 1
+        return (tex_escape(label), f"this work ({record['profile']}, {record['config']['epochs']} ep.{note})",
+                round(record["image_size"] * scale))
+
+    for dataset, heading in (("bloodmnist", "BloodMNIST, official test split"),
+                             ("pcam", "PatchCamelyon (ours: a subset of the official test split)")):
+        rows.append([f"\\multicolumn{{7}}{{l}}{{\\textit{{{heading}}}}}"])
+        for key, name, source, size, n, acc, auc in PUBLISHED:
+            if key == dataset:
+                row(tex_escape(name), f"\\citet{{{source}}}", size, n, acc, auc)
         if dataset == "bloodmnist":
-            row("BloodMNIST", tex_escape(name), f"\\citet{{{key}}}", size, n, acc, auc)
-    main = _read(results, "deep_efficientnet/summary.json")
-    record = _run(results, main["run"]) if main else None
-    picked = [("DeepEfficientNet", record)]
-    zoo = _read(results, "architectures/summary.json")
-    if zoo:
-        best = _chosen_row(zoo)
-        best_record = next((r for r in map(lambda run: _run(results, run), zoo["runs"])
-                            if r and r["test"]["acc"] == best["test_acc_mean"] and r["params"] == best["params"]), None)
-        if best["name"] != "DeepEfficientNet":
-            picked.append((f"{best['name']} (best on val)", best_record))
-    for name, r in picked:
-        if r:
-            row("BloodMNIST", tex_escape(name), f"ours, {r['profile']}, {r['config']['epochs']} ep.", r["image_size"],
-                r["test"]["n"], r["test"]["acc"], r["test"]["auc"])
-    for dataset, name, key, size, n, acc, auc in PUBLISHED:
-        if dataset == "pcam":
-            row("PCam", tex_escape(name), f"\\citet{{{key}}}", size, n, acc, auc)
-    pcam = _read(results, "pcam/summary.json")
-    if pcam:
-        final = dict(pcam["runs"], **{pcam["final"]: pcam["tta"]["study"]}).get(pcam["final"])
-        if final:
-            row("PCam", tex_escape(pcam["final"]), f"ours, {pcam['session']['profile']}, subset", 96,
-                final["test_at_0.5"]["n"], final["test_at_0.5"]["acc"], final["test_at_0.5"]["auc"])
-    return _table(["Data", "Model", "Source", "Px", "Test $n$", "Acc (\\%)", "95\\% interval", "AUC"], rows,
-                  "not run yet", align="lllrrrrr")
+            main = _read(results, "deep_efficientnet/summary.json")
+            record = _run(results, main["run"]) if main else None
+            if record:
+                row(*ours(record, "DeepEfficientNet"), record["test"]["n"], record["test"]["acc"], record["test"]["auc"])
+            zoo = _read(results, "architectures/summary.json")
+            best = _chosen_row(zoo) if zoo else None
+            best_record = next((r for r in (_run(results, run) for run in zoo["runs"])
+                                if r and r["test"]["acc"] == best["test_acc_mean"] and r["params"] == best["params"]),
+                               None) if best and best["name"] != "DeepEfficientNet" else None
+            if best_record:
+                row(*ours(best_record, f"{best['name']} (best on val)"), best_record["test"]["n"],
+                    best_record["test"]["acc"], best_record["test"]["auc"])
+        else:
+            pcam = _read(results, "pcam/summary.json")
+            record = _run(results, pcam["best_on_val"]) if pcam else None
+            if record:
+                final = dict(pcam["runs"], **{pcam["final"]: pcam["tta"]["study"]})[pcam["final"]]
+                row(*ours(record, pcam["final"], ", TTA" if pcam["tta"]["kept"] else ""),
+                    final["test_at_0.5"]["n"], final["test_at_0.5"]["acc"], final["test_at_0.5"]["auc"])
+    return _table(["Model", "Source", "Px", "Test $n$", "Acc (\\%)", "95\\% interval", "AUC"], rows, "not run yet",
+                  align=">{\\raggedright\\arraybackslash}p{1.45in}lrrrrr")
 
 
 def _chosen_row(summary: dict) -> dict:
