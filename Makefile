@@ -54,10 +54,10 @@ train: venv data
 	$(PY) -m utils.train --model deep_efficientnet --dataset bloodmnist
 
 # Every training run the notebooks need, WORKERS at a time (several small models share one GPU better than
-# they take turns on it); the notebooks then only read the stored runs. `--dry-run` lists them.
-WORKERS ?= 1
+# they take turns on it); the notebooks then only read the stored runs. WORKERS unset: 4 per CUDA device, 1 on
+# a CPU. `--dry-run` lists them.
 sweep: venv data
-	$(PY) -m utils.sweep --workers $(WORKERS)
+	$(PY) -m utils.sweep $(if $(WORKERS),--workers $(WORKERS))
 
 # For a GPU machine without internet whose image has torch/torchvision/scikit-learn/matplotlib: the other
 # packages as wheels in .whl/, and both data files in .gpu/ in OFFLINE_PART-sized pieces for transfers with a

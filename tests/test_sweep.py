@@ -30,7 +30,8 @@ def test_sweep_trains_what_is_missing_then_finds_nothing_to_do(tmp_path, monkeyp
     (stored,) = (tmp_path / "build/smoke/results/runs").glob("deep_efficientnet-*.json")
     assert json.loads(stored.read_text())["profile"] == "smoke"
     assert plan(["deep_efficientnet"], "smoke") == {}
-    assert "1 run to train" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 run to train" in out and "[1/1] deep_efficientnet" in out and "0 left" in out
 
 
 def test_git_commit_of_a_copy_without_git_comes_from_the_environment(tmp_path, monkeypatch):
@@ -40,3 +41,16 @@ def test_git_commit_of_a_copy_without_git_comes_from_the_environment(tmp_path, m
     assert experiment.git_commit() == "abc123"
     monkeypatch.delenv("GIT_COMMIT")
     assert experiment.git_commit() == "unknown"
+
+
+def test_sweep_fills_the_device_and_estimates_time_left_from_its_pace(monkeypatch):
+    import torch
+    from utils.sweep import RUNS_PER_GPU, default_workers, time_left
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_workers() == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert default_workers() == 2 * RUNS_PER_GPU
+    assert time_left(300, done=3, left=6) == "10 min"  # 100 s a run so far, 6 to go
+    assert time_left(30, done=3, left=2) == "20 s"
+    assert time_left(0, done=0, left=5) == "unknown"

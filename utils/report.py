@@ -64,6 +64,11 @@ def tex_escape(text: str) -> str:
             .replace("_", r"\_").replace("#", r"\#").replace("±", r"$\pm$"))
 
 
+def signed(x: float, digits: int = 2) -> str:
+    """A signed number with a true minus sign in print ($-$1.40, $+$0.70)."""
+    return f"${'-' if x < 0 else '+'}${abs(x):.{digits}f}"
+
+
 def pct(x: float, digits: int = 2) -> str:
     return f"{100 * x:.{digits}f}"
 
@@ -105,7 +110,7 @@ def _study_rows(summary: dict | None, baseline: str | None = None) -> list[list[
                pm(r["val_acc_mean"], r["val_acc_std"], r["seeds"]), pm(r["test_acc_mean"], r["test_acc_std"], r["seeds"]),
                f"{r['test_macro_f1_mean']:.3f}", f"{r['train_seconds_mean']:.0f}"]
         if baseline:
-            row.append(f"{100 * (r['val_acc_mean'] - base['val_acc_mean']):+.2f}" if base else MISSING)
+            row.append(signed(100 * (r['val_acc_mean'] - base['val_acc_mean']), 2) if base else MISSING)
         out.append(row)
     return out
 
@@ -129,7 +134,8 @@ MACROS = (
     "DeepEffTestAccHigh", "DeepEffTestAccLow", "DeepEffTestMacroF", "DeepEffTestN", "DeepEffTrainSeconds",
     "DeepEffValAcc", "DeepEffSeeds", "DeepEffSeedsTestAccMean", "DeepEffSeedsTestAccStd", "DeepEffTarget", "GpuBenchDevice", "GpuBenchFiftyEpochs", "GpuBenchImagesPerSecond", "GpuBenchLatency",
     "GpuBenchLoaderEpoch", "GpuBenchProjectEpoch", "GpuBenchSpeedup", "HasGpuBench", "ImbalanceBest",
-    "ImbalanceModel", "ImbalanceSeeds", "ImbalanceEpochs", "RoadSE", "PcamBest", "PcamBestAUC", "PcamBestAcc", "PcamBestAccTval", "PcamBestTval", "PcamDropped", "PcamEpochs",
+    "ImbalanceModel", "ImbalanceSeeds", "ImbalanceEpochs", "RoadSE", "PublishedVerdict",
+    "AblationAugmentDelta", "PcamBest", "PcamBestAUC", "PcamBestAcc", "PcamBestAccTval", "PcamBestTval", "PcamDropped", "PcamEpochs",
     "PcamAccTarget", "PcamAUCTarget", "PcamScreenEpochs", "PcamScreenTrain",
     "PcamGroups", "PcamLiteImageNetAUC", "PcamLiteScratchAUC", "PcamProfile", "PcamTest", "PcamTrain",
     "PcamTTAKept", "PcamTTAValDelta", "PcamInputValDelta", "PcamScalingTrainMin", "PcamScalingAUCPerTenfold",
@@ -191,8 +197,8 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
 
     cam = _read(results, "gradcam/summary.json")
     if cam:
-        m.update(RoadGradCAM=f"{cam['mean']['gradcam']:+.3f}", RoadGradCAMpp=f"{cam['mean']['gradcam++']:+.3f}",
-                 RoadRandom=f"{cam['mean']['random']:+.3f}",
+        m.update(RoadGradCAM=signed(cam['mean']['gradcam'], 3), RoadGradCAMpp=signed(cam['mean']['gradcam++'], 3),
+                 RoadRandom=signed(cam['mean']['random'], 3),
                  RoadVerdict="above" if min(cam["mean"]["gradcam"], cam["mean"]["gradcam++"]) > cam["mean"]["random"]
                  + 2 * cam["std"]["random"] / cam["n"] ** 0.5 else "not clearly above",
                  RoadSE=f"{max(cam['std'][k] for k in ('gradcam', 'gradcam++', 'random')) / cam['n'] ** 0.5:.3f}", RoadN=str(cam["n"]), CamLayer=tex_escape(cam["target_layer"]))
@@ -229,13 +235,13 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
         best = _chosen_row(attention)
         se = next((r for r in rows if r["name"] == "SE"), None)
         if se:
-            m["AttentionSEDelta"] = f"{100 * (se['val_acc_mean'] - none['val_acc_mean']):+.2f}"
+            m["AttentionSEDelta"] = signed(100 * (se['val_acc_mean'] - none['val_acc_mean']), 2)
         m["AttentionSeedNote"] = (
             f"The $\\pm$ is the standard deviation over {best['seeds']} seeds." if best["seeds"] > 1 else
             "With one seed the spread between seeds is not measured, so differences of a point or two are not "
             "evidence that one variant is better")
         m.update(AttentionBest=tex_escape(best["name"]), AttentionSeeds=str(best["seeds"]),
-                 AttentionBestDelta=f"{100 * (best['val_acc_mean'] - none['val_acc_mean']):+.2f}",
+                 AttentionBestDelta=signed(100 * (best['val_acc_mean'] - none['val_acc_mean']), 2),
                  AttentionEpochs=str(best.get("epochs", "")))
     ablations = _read(results, "ablations/summary.json")
     ablation_rows = [[r[0], r[4], r[8], r[7]] for r in _study_rows(ablations, "recipe")]
@@ -248,15 +254,18 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
         worst = min(others, key=lambda r: r["val_acc_mean"])
         best = max(others, key=lambda r: r["val_acc_mean"])
         recipe_run = _run(results, ablations["runs"][0])
+        basic = next((r for r in rows if r["name"] == "basic augmentation"), None)
+        if basic:
+            m["AblationAugmentDelta"] = signed(100 * (basic["val_acc_mean"] - recipe["val_acc_mean"]), 2)
         se_off = next((r for r in rows if r["name"] == "SE off"), None)
         if se_off:
-            m["AblationSEOffDelta"] = f"{100 * (se_off['val_acc_mean'] - recipe['val_acc_mean']):+.2f}"
+            m["AblationSEOffDelta"] = signed(100 * (se_off['val_acc_mean'] - recipe['val_acc_mean']), 2)
         m.update(AblationRuns=str(len(rows)), AblationChanges=str(len(others)), AblationSeeds=str(recipe["seeds"]),
                  AblationRecipeVal=pct(recipe["val_acc_mean"]),
                  AblationWorst=tex_escape(worst["name"]),
-                 AblationWorstDelta=f"{100 * (worst['val_acc_mean'] - recipe['val_acc_mean']):+.2f}",
+                 AblationWorstDelta=signed(100 * (worst['val_acc_mean'] - recipe['val_acc_mean']), 2),
                  AblationBest=tex_escape(best["name"]),
-                 AblationBestDelta=f"{100 * (best['val_acc_mean'] - recipe['val_acc_mean']):+.2f}")
+                 AblationBestDelta=signed(100 * (best['val_acc_mean'] - recipe['val_acc_mean']), 2))
         if recipe_run:
             m.update(AblationTrainImages=f"{recipe_run['data']['n']['train']:,}", AblationEpochs=str(recipe_run["config"]["epochs"]))
     zoo = _read(results, "architectures/summary.json")
@@ -334,13 +343,13 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
         m.update(PcamTrainUsed=f"{final['train_n']:,}", PcamEpochs=str(final["epochs"]),
                  PcamTTAKept="kept" if pcam["tta"]["kept"] else "not kept")
         levers = {r["lever"]: r for r in pcam["levers"]}
-        m["PcamTTAValDelta"] = f"{levers['test-time augmentation']['val_auc']:+.4f}"
+        m["PcamTTAValDelta"] = signed(levers['test-time augmentation']['val_auc'], 4)
         if "1.5x input" in levers:
-            m["PcamInputValDelta"] = f"{levers['1.5x input']['val_auc']:+.4f}"
+            m["PcamInputValDelta"] = signed(levers['1.5x input']['val_auc'], 4)
         # Wrapped columns: the runs' labels are long, and a shrunk table would print below 7 pt.
         t["pcam_levers"] = _table(["Change", "From", "To", "$\\Delta$ val AUC", "$\\Delta$ test AUC"],
                                   [[tex_escape(r["lever"]), tex_escape(r["from"]), tex_escape(r["to"]),
-                                    f"{r['val_auc']:+.4f}", f"{r['test_auc']:+.4f}"]
+                                    signed(r['val_auc'], 4), signed(r['test_auc'], 4)]
                                    for r in pcam["levers"]], "not run yet",
                                   align=">{\\raggedright\\arraybackslash}p{0.9in}>{\\raggedright\\arraybackslash}p{1.35in}>{\\raggedright\\arraybackslash}p{1.35in}rr")
         scaling = pcam["scaling"]
@@ -350,7 +359,7 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
             fit = scaling["fits"][metric]
             m[f"PcamScaling{name}Patches"] = f"{fit['patches_for_target']:,.0f}"
             m[f"PcamScaling{name}TimesPcam"] = f"{fit['patches_for_target'] / PCAM_TRAIN_PATCHES:.2f}"
-        m["PcamScalingAUCPerTenfold"] = f"{scaling['fits']['auc']['per_tenfold']:+.4f}"
+        m["PcamScalingAUCPerTenfold"] = signed(scaling['fits']['auc']['per_tenfold'], 4)
         needed = [fit["patches_for_target"] for fit in scaling["fits"].values()]
         if min(needed) <= max(scaling["train_n"]):
             verdict = "at least one lies within the patches used here"
@@ -367,6 +376,7 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
         versions = Counter(r["torch_version"] for r in runs)
         m["TorchVersions"] = tex_escape(", ".join(f"{v} ({n} run{'s' if n > 1 else ''})" for v, n in versions.most_common()))
     t["published"] = published_table(results)
+    m["PublishedVerdict"] = published_verdict(results)
     return m, t
 
 
@@ -391,6 +401,27 @@ def wilson_interval(acc: float, n: int) -> tuple[float, float]:
     from scipy.stats import binomtest
     ci = binomtest(round(acc * n), n).proportion_ci(confidence_level=0.95, method="wilson")
     return ci.low, ci.high
+
+
+def published_verdict(results: Path) -> str:
+    """One sentence: where this build's DeepEfficientNet and the validation-chosen zoo model fall against the
+    published BloodMNIST intervals (all on the same 3,421 official test images)."""
+    main = _read(results, "deep_efficientnet/summary.json")
+    zoo = _read(results, "architectures/summary.json")
+    if not main or not zoo:
+        return MISSING
+    published = [wilson_interval(acc, n) for key, _, _, _, n, acc, _ in PUBLISHED if key == "bloodmnist"]
+    lowest, highest = min(low for low, _ in published), max(high for _, high in published)
+    record = _run(results, main["run"])
+    n = record["test"]["n"]
+    parts = []
+    for label, acc in (("DeepEfficientNet", record["test"]["acc"]),
+                       (_chosen_row(zoo)["name"], _chosen_row(zoo)["test_acc_mean"])):
+        low, high = wilson_interval(acc, n)
+        where = ("is below every published interval" if high < lowest else "is above every published interval"
+                 if low > highest else "overlaps the published intervals")
+        parts.append(f"{tex_escape(label)} ({pct(acc, 1)}\\%, interval {pct(low, 1)}--{pct(high, 1)}) {where}")
+    return "In this build " + ", and ".join(dict.fromkeys(parts)) + "."
 
 
 def published_table(results: Path) -> str:

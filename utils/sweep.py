@@ -79,6 +79,27 @@ def plan(names: list[str], profile: str) -> dict[str, dict]:
     return planned
 
 
+# Measured on one H100 at dff1171: four host-bound runs at a time each trained at single-run speed
+# (../shared/gpu-runs/dff1171/README.md), so one GPU takes four workers; a CPU's cores are better spent
+# on one run's threads.
+RUNS_PER_GPU = 4
+
+
+def default_workers() -> int:
+    """Worker processes that fill this machine: RUNS_PER_GPU per visible CUDA device, else 1."""
+    import torch
+    return RUNS_PER_GPU * torch.cuda.device_count() if torch.cuda.is_available() else 1
+
+
+def time_left(finished_seconds: float, done: int, left: int) -> str:
+    """The estimate printed after each finished run: the pace so far (wall seconds per finished run, workers
+    included) times the runs left."""
+    if done == 0:
+        return "unknown"
+    seconds = finished_seconds / done * left
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
 def _init_worker(threads: int):
     import torch
     os.environ["TQDM_DISABLE"] = "1"  # one line per finished run instead of interleaved bars
@@ -109,17 +130,21 @@ def sweep(names: list[str], profile: str, workers: int, dry_run: bool = False) -
             print("sweep: runs still missing after their attempt (see the errors above)", file=sys.stderr)
             return 1
         attempted |= set(todo)
-        failed = 0
+        failed, batch_started = 0, time.time()
+        print(f"sweep: {workers} worker{'' if workers == 1 else 's'}, {threads} thread{'' if threads == 1 else 's'} each",
+              flush=True)
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
                                  initargs=(threads,)) as pool:
             futures = {pool.submit(_train, kwargs): run for run, kwargs in todo.items()}
             for done, future in enumerate(as_completed(futures), 1):
+                left = f"{len(todo) - done} left, about {time_left(time.time() - batch_started, done, len(todo) - done)}"
                 try:
                     run, seconds = future.result()
-                    print(f"[{done}/{len(todo)}] {run} {seconds:.0f} s", flush=True)
+                    print(f"[{done}/{len(todo)}] {run} {seconds:.0f} s; {left}", flush=True)
                 except Exception as error:  # report every failure, finish the others
                     failed += 1
-                    print(f"[{done}/{len(todo)}] FAILED {futures[future]}: {error!r}", file=sys.stderr, flush=True)
+                    print(f"[{done}/{len(todo)}] FAILED {futures[future]}: {error!r}; {left}", file=sys.stderr,
+                          flush=True)
         if failed:
             return 1
 
@@ -128,12 +153,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m utils.sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=PROFILE_NAMES, help="default: $PROFILE, else full on CUDA, cpu otherwise")
-    parser.add_argument("--workers", type=int, default=1, help="runs trained at the same time (default 1)")
+    parser.add_argument("--workers", type=int, help=f"runs trained at the same time (default: {RUNS_PER_GPU} per "
+                        "CUDA device, 1 on a CPU)")
     parser.add_argument("--only", nargs="+", choices=list(STUDIES), default=list(STUDIES), metavar="STUDY",
                         help=f"studies to run, of: {', '.join(STUDIES)}")
     parser.add_argument("--dry-run", action="store_true", help="list the runs to train and stop")
     args = parser.parse_args(argv)
-    sys.exit(sweep(args.only, get_profile(args.profile).name, args.workers, args.dry_run))
+    sys.exit(sweep(args.only, get_profile(args.profile).name, args.workers or default_workers(), args.dry_run))
 
 
 if __name__ == "__main__":
