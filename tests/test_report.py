@@ -113,3 +113,30 @@ def test_plots_draw_no_text_below_the_minimum_font():
         fig.canvas.draw()
         sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text().strip()]
         assert sizes and min(sizes) >= plots.MIN_FONT, fig
+
+
+def test_bench_table_shows_every_pipeline_side_by_side_and_says_why_one_was_skipped(tmp_path):
+    import json
+    from utils.report import bench_rows, bench_table
+    bench = {"device": "cpu (x86_64, 2 threads)", "amp_dtype": "float32", "quick": True, "timed_steps": 8,
+             "git_commit": "abcdef0123", "batch_size": 128, "train_seconds_50_epochs_measured": False,
+             "engines": {"standard_dataloader": {"wall_ms_per_step": 400.0, "gpu_kernel_ms_per_step": None,
+                                                 "gpu_busy_fraction": None, "epoch_seconds": 37.2},
+                         "eager": {"wall_ms_per_step": 100.0, "gpu_kernel_ms_per_step": None,
+                                   "gpu_busy_fraction": None, "epoch_seconds": 9.3},
+                         "graph": {"skipped": "CUDA graphs need a CUDA device, this run is on cpu"}},
+             "train_seconds_50_epochs_by_engine": {"eager": 600.0},
+             "floor": {"compute_ms_per_step": 50.0, "memory_ms_per_step": 5.0, "step_flops": 2e11,
+                       "matmul_flops_per_second": 1e11, "matmul_dtype": "float32"}}
+    rows = {r["pipeline"]: r for r in bench_rows(bench)}
+    assert rows["eager"]["speedup"] == 4.0 and rows["graph"] == {"pipeline": "graph",
+                                                                 "skipped": bench["engines"]["graph"]["skipped"]}
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "bench_quick_cpu.json").write_text(json.dumps(bench))
+    table = bench_table(tmp_path)
+    assert "--quick, 8 steps, commit abcdef0" in table and "600 (est.)" in table
+    assert "not run: CUDA graphs need a CUDA device" in table and "50.0 ms, 5.0 ms" in table
+    bench.pop("engines")  # an old --quick file cannot be read as if it were new
+    (tmp_path / "bench" / "bench_quick_cpu.json").write_text(json.dumps(bench))
+    with pytest.raises(ValueError, match="run `python -m utils.bench --quick --out` again"):
+        bench_table(tmp_path)

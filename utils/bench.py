@@ -1,24 +1,30 @@
 """`python -m utils.bench [--quick] [--model M] [--data-root DIR] [--out FILE]`
 
 Measures side by side, in one run, with the same model, batch size, optimiser and precision:
-(a) this project's pipeline: uint8 data resident on the device, batches drawn by index, augmented
-    as whole batches with torch ops; and
-(b) the standard pipeline: torchvision transforms per sample in a Dataset, batched by a DataLoader
-    with worker processes.
-Also: 50-epoch training time of the full recipe (validation included; measured in full mode,
-estimated from the measured epoch in --quick), inference throughput with large batches, batch-1
-latency, peak memory, parameters and FLOPs. Prints and writes one JSON object.
-`--epoch-times` instead times training steps of every registered model (CPU seconds per epoch).
+(a) the standard pipeline: torchvision transforms per sample in a Dataset, batched by a DataLoader with worker
+    processes, an eager step;
+(b) this engine, eager (``engine="eager"``): uint8 data resident on the device, batches drawn by index and
+    augmented as whole batches with torch ops, no host sync inside an epoch;
+(c) this engine, graph-captured (``engine="graph"``, CUDA only; otherwise the JSON says why it was skipped).
+For each: wall ms per step, GPU kernel ms per step (torch.profiler) and the fraction of the step the GPU is
+busy. Also: the 50-epoch recipe's wall time per engine (validation included; measured in full mode, estimated
+from the timed steps in --quick), inference throughput with large batches, batch-1 latency eager and replayed
+as a CUDA graph, peak memory, parameters and FLOPs, and the step's floor: its FLOPs over a matmul rate and its
+bytes over a copy bandwidth, both measured in the same run. Prints and writes one JSON object.
+`--epoch-times` instead times training steps of every registered model (seconds per epoch).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
 from torchvision.transforms import v2
 
 from .data import DEFAULT_DATA_ROOT, DeviceLoader, load_dataset
@@ -27,7 +33,8 @@ from .models import MODEL_NAMES, build_model, count_parameters
 from .profiles import default_device, get_profile
 from .recipes import train_config
 from .storage import write_text
-from .training import autocast_context, fit, make_optimizer, resolve_amp
+from .graph_step import GraphedPredictor, unsupported_reason
+from .training import autocast_context, build_stepper, fit, make_optimizer, resolve_amp
 
 
 class TransformDataset(Dataset):
@@ -51,30 +58,6 @@ class TransformDataset(Dataset):
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def time_training(model, batches, steps: int, warmup: int, amp_dtype, device, channels_last=True) -> float:
-    """Seconds per step over ``steps`` steps after ``warmup`` untimed ones, data loading included."""
-    optimizer = make_optimizer(model, train_config(getattr(model, "model_name", "deep_efficientnet"), "bloodmnist",
-                                                    get_profile("full")))
-    model.train()
-    it = iter(batches)
-    start = None
-    for i in range(warmup + steps):
-        if i == warmup:
-            _sync(device)
-            start = time.perf_counter()
-        images, labels = next(it)
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast_context(device, amp_dtype):
-            loss = F.cross_entropy(model(images), labels, label_smoothing=0.1)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    _sync(device)
-    return (time.perf_counter() - start) / steps
 
 
 def _cycle(make_iter):
@@ -107,6 +90,109 @@ def time_inference(model, device, amp_dtype, image_size=28, batch=4096, repeats=
     return throughput, latency_ms
 
 
+def _time_steps(run, steps: int, warmup: int, device) -> float:
+    """Seconds per step of ``run(n)`` (n training steps) over ``steps`` after ``warmup`` untimed ones."""
+    run(warmup)
+    _sync(device)
+    t = time.perf_counter()
+    run(steps)
+    _sync(device)
+    return (time.perf_counter() - t) / steps
+
+
+def _kernel_ms_per_step(run, steps: int, device) -> float | None:
+    """GPU kernel time per step as ``torch.profiler`` counts it (None off CUDA)."""
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        run(steps)
+        _sync(device)
+    events = prof.key_averages()
+    total_us = sum(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0)) for e in events)
+    return total_us / 1000 / steps
+
+
+def _standard_runner(model, batches, amp_dtype, device, cfg):
+    """n steps of the usual loop: a DataLoader batch copied to the device, an eager AdamW step."""
+    optimizer = make_optimizer(model, cfg)
+
+    def run(n):
+        model.train()
+        for _ in range(n):
+            images, labels = next(batches)
+            images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            labels = labels.to(device, non_blocking=True)
+            with autocast_context(device, amp_dtype):
+                loss = F.cross_entropy(model(images), labels, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return run
+
+
+def _engine_runner(model, train, cfg, engine, amp_dtype):
+    """n steps of this project's engine (``training.build_stepper``) on the device-resident training split."""
+    loader = DeviceLoader(train, cfg.batch_size, shuffle=True, augment=cfg.augment,
+                          generator=torch.Generator(device=train.labels.device).manual_seed(0), drop_last=True,
+                          channels_last=cfg.channels_last)
+    stepper = build_stepper(model, loader, cfg, engine, amp_dtype)
+
+    def run(n):
+        model.train()
+        while n > 0:
+            stepper.run_epoch(max_steps=n)
+            n -= min(n, stepper.steps_per_epoch)
+    return run
+
+
+def step_flops(model, batch: int, image_size: int) -> int:
+    """FLOPs of one training step's forward and backward at ``batch`` (torch.utils.flop_counter)."""
+    device = next(model.parameters()).device
+    x = torch.rand(batch, 3, image_size, image_size, device=device)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), torch.zeros(batch, dtype=torch.long, device=device)).backward()
+    model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
+
+
+def step_bytes(model, batch: int, image_size: int, activation_bytes: int) -> int:
+    """A lower bound on the bytes one training step moves: every layer's output written in the forward pass and
+    read in the backward pass, and AdamW reading weight, gradient and two moments and writing three (fp32)."""
+    device = next(model.parameters()).device
+    elements = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: elements.append(out.numel()))
+             for m in model.modules() if not list(m.children())]
+    with torch.no_grad():
+        model(torch.rand(batch, 3, image_size, image_size, device=device))
+    for h in hooks:
+        h.remove()
+    return 2 * activation_bytes * sum(elements) + 7 * 4 * count_parameters(model)
+
+
+def measured_rates(device, dtype) -> dict:
+    """The machine's matmul rate in ``dtype`` and its copy bandwidth, each measured here and now."""
+    n = 8192 if device.type == "cuda" else 1024
+    a, b = (torch.randn(n, n, device=device, dtype=dtype or torch.float32) for _ in range(2))
+    a @ b
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    _sync(device)
+    flops = 2 * n**3 * 10 / (time.perf_counter() - t)
+    size = (1 << 30) if device.type == "cuda" else (1 << 27)
+    src, dst = torch.empty(size, dtype=torch.uint8, device=device), torch.empty(size, dtype=torch.uint8, device=device)
+    dst.copy_(src)
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(10):
+        dst.copy_(src)
+    _sync(device)
+    return {"matmul_flops_per_second": flops, "matmul_dtype": str(dtype or torch.float32).replace("torch.", ""),
+            "copy_bytes_per_second": 2 * size * 10 / (time.perf_counter() - t)}  # each copy reads and writes
+
+
 def benchmark(model_name="deep_efficientnet", quick=False, data_root=DEFAULT_DATA_ROOT) -> dict:
     device = default_device()
     data = load_dataset("bloodmnist", data_root, device=device)
@@ -115,49 +201,97 @@ def benchmark(model_name="deep_efficientnet", quick=False, data_root=DEFAULT_DAT
     train = data.splits["train"]
     steps_per_epoch = len(train) // cfg.batch_size
     steps, warmup = (8, 2) if quick else (steps_per_epoch, 5)
+    profiled_steps = 3 if quick else 10
     workers = 2 if quick or device.type == "cpu" else 8
 
-    torch.manual_seed(0)
-    model = build_model(model_name, data.num_classes).to(device).to(memory_format=torch.channels_last)
+    def fresh_model():
+        torch.manual_seed(0)
+        return build_model(model_name, data.num_classes).to(device).to(memory_format=torch.channels_last)
+
+    model = fresh_model()
     params, flops = count_parameters(model), count_flops(model, data.image_size)
-    generator = torch.Generator(device=device).manual_seed(0)
-    resident = _cycle(lambda: DeviceLoader(train, cfg.batch_size, shuffle=True, augment=cfg.augment,
-                                           generator=generator, drop_last=True))
     standard_loader = DataLoader(TransformDataset(train.images, train.labels), batch_size=cfg.batch_size,
                                  shuffle=True, drop_last=True, num_workers=workers,
                                  pin_memory=device.type == "cuda", persistent_workers=True)
-    standard = _cycle(lambda: iter(standard_loader))
-    # Interleave the two measurements so that drifting machine load hits both alike.
-    project_step = time_training(model, resident, steps, warmup, amp_dtype, device)
-    standard_step = time_training(model, standard, steps, warmup, amp_dtype, device)
+    runners = {"standard_dataloader": _standard_runner(model, _cycle(lambda: iter(standard_loader)), amp_dtype,
+                                                       device, cfg),
+               "eager": _engine_runner(fresh_model(), train, cfg, "eager", amp_dtype)}
+    graph_skipped = unsupported_reason(device, cfg.optimizer, amp_dtype)
+    if graph_skipped is None:
+        runners["graph"] = _engine_runner(fresh_model(), train, cfg, "graph", amp_dtype)
+    engines = {}
+    for name, run in runners.items():  # the same model, batch, optimizer and precision for each
+        wall = _time_steps(run, steps, warmup, device)
+        kernel = _kernel_ms_per_step(run, profiled_steps, device)
+        engines[name] = {"wall_ms_per_step": 1000 * wall, "gpu_kernel_ms_per_step": kernel,
+                         "gpu_busy_fraction": kernel / (1000 * wall) if kernel is not None else None,
+                         "epoch_seconds": wall * steps_per_epoch}
+    if graph_skipped:
+        engines["graph"] = {"skipped": graph_skipped}
+    standard_step = engines["standard_dataloader"]["wall_ms_per_step"]
+    for row in engines.values():
+        if "wall_ms_per_step" in row:
+            row["speedup_vs_dataloader"] = standard_step / row["wall_ms_per_step"]
 
+    train_50 = {}
     if quick:
         val_seconds = _time_validation(model, data, amp_dtype, device)
-        train_50 = 50 * (project_step * steps_per_epoch + val_seconds)
-        measured_50 = False
+        for name in ("eager", "graph"):
+            if "wall_ms_per_step" in engines[name]:
+                train_50[name] = 50 * (engines[name]["epoch_seconds"] + val_seconds)
     else:
-        # The whole 50-epoch recipe, validation after every epoch included, wall-clock.
-        _sync(device)
-        t = time.perf_counter()
-        fit(build_model(model_name, data.num_classes), data, cfg, progress=False)
-        _sync(device)
-        train_50, measured_50 = time.perf_counter() - t, True
+        # The whole 50-epoch recipe, validation after every epoch included, wall-clock, per engine.
+        for name in ("eager", "graph"):
+            if "wall_ms_per_step" in engines[name]:
+                _sync(device)
+                t = time.perf_counter()
+                fit(fresh_model(), data, dataclasses.replace(cfg, engine=name), progress=False)
+                _sync(device)
+                train_50[name] = time.perf_counter() - t
     throughput, latency = time_inference(model, device, amp_dtype, data.image_size,
                                          batch=4096 if device.type == "cuda" else 512,
                                          repeats=20 if device.type == "cuda" else 3)
+    latency_graph = time_graphed_latency(model, device, amp_dtype, data.image_size) if graph_skipped is None else None
+    rates = measured_rates(device, amp_dtype)
+    activation_bytes = torch.finfo(amp_dtype).bits // 8 if amp_dtype else 4
+    floor = {"step_flops": step_flops(fresh_model(), cfg.batch_size, data.image_size),
+             "step_bytes": step_bytes(fresh_model(), cfg.batch_size, data.image_size, activation_bytes), **rates}
+    floor["compute_ms_per_step"] = 1000 * floor["step_flops"] / rates["matmul_flops_per_second"]
+    floor["memory_ms_per_step"] = 1000 * floor["step_bytes"] / rates["copy_bytes_per_second"]
+    floor["floor_ms_per_step"] = max(floor["compute_ms_per_step"], floor["memory_ms_per_step"])
     peak, peak_kind = peak_memory(device)
     return {
         "device": device_name(device), "torch_version": torch.__version__, "git_commit": git_commit(),
         "model": model_name, "params": params, "flops": flops, "batch_size": cfg.batch_size,
         "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
-        "quick": quick, "timed_steps": steps, "dataloader_workers": workers,
-        "epoch_seconds": {"project_pipeline": project_step * steps_per_epoch,
-                          "standard_dataloader": standard_step * steps_per_epoch},
-        "train_speedup_vs_dataloader": standard_step / project_step,
-        "train_seconds_50_epochs": train_50, "train_seconds_50_epochs_measured": measured_50,
+        "quick": quick, "timed_steps": steps, "profiled_steps": profiled_steps, "dataloader_workers": workers,
+        "engines": engines,
+        "epoch_seconds": {"project_pipeline": engines["eager"]["epoch_seconds"],
+                          "standard_dataloader": engines["standard_dataloader"]["epoch_seconds"]},
+        "train_speedup_vs_dataloader": engines["eager"]["speedup_vs_dataloader"],
+        "train_seconds_50_epochs": train_50["eager"], "train_seconds_50_epochs_by_engine": train_50,
+        "train_seconds_50_epochs_measured": not quick,
         "inference_images_per_second": throughput, "latency_ms_batch1": latency,
+        "latency_ms_batch1_graph": latency_graph, "floor": floor,
         "peak_memory_bytes": peak, "peak_memory_kind": peak_kind,
     }
+
+
+@torch.no_grad()
+def time_graphed_latency(model, device, amp_dtype, image_size=28, repeats=200) -> float:
+    """Batch-1 latency in ms with the forward pass replayed as a CUDA graph (``GraphedPredictor``)."""
+    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype, cache_enabled=False)) if amp_dtype \
+        else nullcontext
+    one = torch.rand(1, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
+    predictor = GraphedPredictor(model, one, autocast)
+    for _ in range(10):
+        predictor(one)
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        predictor(one)
+    _sync(device)
+    return (time.perf_counter() - t) / repeats * 1000
 
 
 @torch.no_grad()
@@ -180,10 +314,8 @@ def epoch_times(data_root=DEFAULT_DATA_ROOT, steps: int = 6) -> dict:
         cfg = train_config(name, "bloodmnist", get_profile("full"))
         torch.manual_seed(0)
         model = build_model(name, 8).to(device).to(memory_format=torch.channels_last)
-        loader = _cycle(lambda: DeviceLoader(data.splits["train"], cfg.batch_size, shuffle=True,
-                                             augment=cfg.augment, generator=torch.Generator(device=device),
-                                             drop_last=True))
-        step = time_training(model, loader, steps, 2, resolve_amp(cfg.amp, device), device)
+        run = _engine_runner(model, data.splits["train"], cfg, "eager", resolve_amp(cfg.amp, device))
+        step = _time_steps(run, steps, 2, device)
         out[name] = step * (len(data.splits["train"]) // cfg.batch_size)
         print(json.dumps({"model": name, "epoch_seconds": round(out[name], 1)}), flush=True)
     return {"device": device_name(device), "torch_version": torch.__version__, "timed_steps": steps,

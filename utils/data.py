@@ -358,22 +358,28 @@ class DeviceLoader:
         n = len(self.split)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def __iter__(self):
+    def epoch_order(self) -> torch.Tensor:
+        """One epoch's sample indices, drawn on the device (balanced, shuffled or in order)."""
         n, device = len(self.split), self.split.labels.device
         if self.sample_weights is not None:
-            order = torch.multinomial(self.sample_weights, n, replacement=True, generator=self.generator)
-        elif self.shuffle:
-            order = torch.randperm(n, device=device, generator=self.generator)
-        else:
-            order = torch.arange(n, device=device)
+            return torch.multinomial(self.sample_weights, n, replacement=True, generator=self.generator)
+        if self.shuffle:
+            return torch.randperm(n, device=device, generator=self.generator)
+        return torch.arange(n, device=device)
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (augmented) images and labels at ``index``: device ops only, so a CUDA graph can record it."""
+        images = self.split.images[index].float().div_(255)
+        if self.augment != "none":
+            images = augment_batch(images, self.augment, self.generator)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, self.split.labels[index]
+
+    def __iter__(self):
+        order = self.epoch_order()
         for i in range(len(self)):
-            index = order[i * self.batch_size:(i + 1) * self.batch_size]
-            images = self.split.images[index].float().div_(255)
-            if self.augment != "none":
-                images = augment_batch(images, self.augment, self.generator)
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            yield images, self.split.labels[index]
+            yield self.batch(order[i * self.batch_size:(i + 1) * self.batch_size])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,6 +416,17 @@ def random_affine(x: torch.Tensor, generator=None, degrees: float = 15.0, scale=
 
 
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_MATRICES: dict = {}
+
+
+def _yiq_matrices(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """RGB->YIQ and its inverse on ``device``, made once: a host copy or ``linalg.inv``'s error check inside a
+    step would stall the GPU and cannot be recorded in a CUDA graph."""
+    key = (device, dtype)
+    if key not in _YIQ_MATRICES:
+        to_yiq = _RGB_TO_YIQ.to(device, dtype)
+        _YIQ_MATRICES[key] = to_yiq, torch.linalg.inv(to_yiq)
+    return _YIQ_MATRICES[key]
 
 
 def color_jitter(x: torch.Tensor, generator=None, brightness: float = 0.2, contrast: float = 0.2,
@@ -426,12 +443,12 @@ def color_jitter(x: torch.Tensor, generator=None, brightness: float = 0.2, contr
     s = _uniform(n, 1 - saturation, 1 + saturation, x, generator).view(shape)
     x = gray + (x - gray) * s
     angle = _uniform(n, -hue, hue, x, generator) * 2 * math.pi
-    to_yiq = _RGB_TO_YIQ.to(x.device, x.dtype)
+    to_yiq, from_yiq = _yiq_matrices(x.device, x.dtype)
     yiq = torch.einsum("ij,njhw->nihw", to_yiq, x)
     cos, sin = torch.cos(angle).view(-1, 1, 1), torch.sin(angle).view(-1, 1, 1)
     i, q = yiq[:, 1] * cos - yiq[:, 2] * sin, yiq[:, 1] * sin + yiq[:, 2] * cos
     yiq = torch.stack([yiq[:, 0], i, q], 1)
-    x = torch.einsum("ij,njhw->nihw", torch.linalg.inv(to_yiq), yiq)
+    x = torch.einsum("ij,njhw->nihw", from_yiq, yiq)
     return x.clamp_(0, 1)
 
 

@@ -266,6 +266,7 @@ def _train_run(plan: RunPlan, data: ImageDataset | None, data_root, resume: bool
                  "n": {k: len(v) for k, v in data.splits.items()}},
         "train_seconds": result.train_seconds, "wall_seconds": time.time() - started,
         "peak_memory_bytes": peak_bytes, "peak_memory_kind": peak_kind, "amp_dtype": result.amp_dtype,
+        "engine": result.extra["engine"], "engine_fallback": result.extra["engine_fallback"],
         "pretrain_history": pretrain_history, "best_epoch": result.best_epoch, "epochs_run": len(result.history), "history": result.history,
         "val": val_metrics, "test": test_metrics,
         "checkpoint": str(ckpt_path), "predictions": str(npz_path),

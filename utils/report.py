@@ -133,7 +133,7 @@ MACROS = (
     "DeepEffParams", "DeepEffRun", "DeepEffTemperature", "DeepEffTestAUC", "DeepEffTestAcc",
     "DeepEffTestAccHigh", "DeepEffTestAccLow", "DeepEffTestMacroF", "DeepEffTestN", "DeepEffTrainSeconds",
     "DeepEffValAcc", "DeepEffSeeds", "DeepEffSeedsTestAccMean", "DeepEffSeedsTestAccStd", "DeepEffTarget", "GpuBenchDevice", "GpuBenchFiftyEpochs", "GpuBenchImagesPerSecond", "GpuBenchLatency",
-    "GpuBenchLoaderEpoch", "GpuBenchProjectEpoch", "GpuBenchSpeedup", "HasGpuBench", "ImbalanceBest",
+    "GpuBenchLoaderEpoch", "GpuBenchCommit", "GpuBenchProjectEpoch", "GpuBenchSpeedup", "HasGpuBench", "ImbalanceBest",
     "ImbalanceModel", "ImbalanceSeeds", "ImbalanceEpochs", "RoadSE", "PublishedVerdict",
     "AblationAugmentDelta", "PcamBest", "PcamBestAUC", "PcamBestAcc", "PcamBestAccTval", "PcamBestTval", "PcamDropped", "PcamEpochs",
     "PcamAccTarget", "PcamAUCTarget", "PcamScreenEpochs", "PcamScreenTrain",
@@ -220,6 +220,9 @@ def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict
             f"extrapolated from them, not measured" if bench["quick"] else
             "This is a full run: the 50-epoch time is measured, validation included")
     m["HasGpuBench"] = "true" if gpu_bench else "false"
+    if gpu_bench:
+        m["GpuBenchCommit"] = _read(results, f"bench/{gpu_bench[-1].name}")["git_commit"][:7]
+    t["bench"] = bench_table(results)
 
     baselines = _read(results, "baselines/summary.json")
     t["baselines"] = _table(STUDY_HEADER, _study_rows(baselines), "not run yet")
@@ -401,6 +404,63 @@ def wilson_interval(acc: float, n: int) -> tuple[float, float]:
     from scipy.stats import binomtest
     ci = binomtest(round(acc * n), n).proportion_ci(confidence_level=0.95, method="wilson")
     return ci.low, ci.high
+
+
+ENGINE_LABELS = {"standard_dataloader": "torchvision + DataLoader", "eager": "this engine, eager",
+                 "graph": "this engine, CUDA graph"}
+
+
+def bench_rows(bench: dict) -> list[dict]:
+    """One row per pipeline of a benchmark file: ms per step, GPU kernel ms, GPU busy fraction, speed-up over
+    the DataLoader and the 50-epoch time. Files from before the engine comparison (no ``engines``) give their
+    two pipelines from ``epoch_seconds``."""
+    if "engines" not in bench and bench["quick"]:
+        raise ValueError(f"a --quick benchmark file from before the engine comparison ({bench['git_commit'][:7]}): "
+                         "run `python -m utils.bench --quick --out` again")
+    engines = bench.get("engines") or {  # an older file: full mode timed one whole epoch, so timed_steps is its length
+        "standard_dataloader": {"epoch_seconds": bench["epoch_seconds"]["standard_dataloader"]},
+        "eager": {"epoch_seconds": bench["epoch_seconds"]["project_pipeline"]}}
+    fifty = bench.get("train_seconds_50_epochs_by_engine") or {"eager": bench["train_seconds_50_epochs"]}
+    standard = engines["standard_dataloader"]["epoch_seconds"]
+    rows = []
+    for name, row in engines.items():
+        if "skipped" in row:
+            rows.append({"pipeline": name, "skipped": row["skipped"]})
+            continue
+        rows.append({"pipeline": name,
+                     "ms_per_step": row.get("wall_ms_per_step", 1000 * row["epoch_seconds"] / bench["timed_steps"]),
+                     "kernel_ms": row.get("gpu_kernel_ms_per_step"), "busy": row.get("gpu_busy_fraction"),
+                     "speedup": standard / row["epoch_seconds"], "fifty": fifty.get(name)})
+    return rows
+
+
+def bench_table(results: Path) -> str:
+    """Every committed benchmark file's pipelines side by side, with its device, mode and commit."""
+    lines = []
+    for path in sorted((results / "bench").glob("bench_*.json")) if (results / "bench").is_dir() else []:
+        bench = json.loads(path.read_text())
+        mode = f"--quick, {bench['timed_steps']} steps" if bench["quick"] else "full"
+        lines.append([rf"\multicolumn{{6}}{{l}}{{\textit{{{tex_escape(bench['device'])}, {tex_escape(bench['amp_dtype'])}, "
+                      rf"{tex_escape(mode)}, commit {bench['git_commit'][:7]}}}}}"])
+        for row in bench_rows(bench):
+            label = ENGINE_LABELS.get(row["pipeline"], tex_escape(row["pipeline"]))
+            if "skipped" in row:
+                lines.append([label, rf"\multicolumn{{5}}{{l}}{{not run: {tex_escape(row['skipped'].split(',')[0])}}}"])
+                continue
+            lines.append([label, f"{row['ms_per_step']:.1f}",
+                          f"{row['kernel_ms']:.1f}" if row["kernel_ms"] is not None else "--",
+                          f"{row['busy']:.2f}" if row["busy"] is not None else "--", f"{row['speedup']:.2f}",
+                          f"{row['fifty']:,.0f}{'' if bench['train_seconds_50_epochs_measured'] else ' (est.)'}"
+                          if row["fifty"] else "--"])
+        floor = bench.get("floor")
+        if floor:
+            lines.append([r"floor: FLOPs / matmul rate, bytes / bandwidth",
+                          rf"\multicolumn{{5}}{{l}}{{{floor['compute_ms_per_step']:.1f} ms, {floor['memory_ms_per_step']:.1f} ms "
+                          rf"({floor['step_flops'] / 1e9:.0f} GFLOP at {floor['matmul_flops_per_second'] / 1e12:.1f} TFLOP/s "
+                          rf"{tex_escape(floor['matmul_dtype'])})}}"])
+    return _table(["Pipeline", "ms/step", "GPU kernel ms", "GPU busy", r"$\times$ DataLoader", "50 epochs (s)"],
+                  [row for row in lines], "not run yet",
+                  align=r">{\raggedright\arraybackslash}p{1.6in}rrrrr")
 
 
 def published_verdict(results: Path) -> str:

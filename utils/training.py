@@ -11,6 +11,7 @@ import math
 import os
 import random
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,9 +53,17 @@ class TrainConfig:
     class_weighted: bool = False
     balanced_sampling: bool = False
     seed: int = 0
+    # How fast, not what is learned, so not part of a run's name: eager | graph (one CUDA graph per step,
+    # graph_step.py) | auto. auto is eager until `python -m utils.bench` on a GPU measures graph faster.
+    engine: str = "auto"
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """What is learned: every field but ``engine`` (a run's record names its engine beside this)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ENGINE_FIELDS}
+
+
+ENGINE_FIELDS = ("engine",)
+ENGINES = ("auto", "eager", "graph")
 
 
 @dataclass
@@ -105,11 +114,19 @@ def focal_loss(logits, target, gamma: float, weight=None, label_smoothing: float
     return ((1 - p_true) ** gamma * ce).mean()
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig, graph: bool = False) -> torch.optim.Optimizer:
+    """``graph``: AdamW with one learning-rate tensor per group that the graph engine writes each step, capturable
+    on CUDA (its step counter and bias corrections stay on the device)."""
     # No weight decay on norms and biases, as in the EfficientNet and timm recipes.
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if graph:
+        device = next(model.parameters()).device
+        for group in groups:
+            group["lr"] = torch.tensor(cfg.lr, device=device)
+        cuda = device.type == "cuda"
+        return torch.optim.AdamW(groups, lr=cfg.lr, capturable=cuda, foreach=cuda)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
     if cfg.optimizer == "sgd":
@@ -134,6 +151,39 @@ def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
     if cfg.schedule == "constant":
         return sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
     raise ValueError(f"schedule must be cosine | onecycle | step | constant, got {cfg.schedule!r}")
+
+
+def schedule_values(cfg: TrainConfig, steps_per_epoch: int) -> torch.Tensor:
+    """The learning rate of every step and the one after the last, read off the same scheduler the eager engine
+    steps, so the two engines cannot follow different schedules."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
+    values = []
+    for _ in range(cfg.epochs * steps_per_epoch):
+        values.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()  # no gradient: nothing moves, but the scheduler sees the order it expects
+        scheduler.step()
+    values.append(optimizer.param_groups[0]["lr"])
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def resolve_engine(cfg: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None,
+                   capture: bool = True) -> tuple[str, str | None]:
+    """(engine this run uses, why it is not the one asked for or None). Falling back is never silent: the
+    reason is warned here and written into the run's record."""
+    if cfg.engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {cfg.engine!r}")
+    if cfg.engine != "graph":
+        return "eager", None
+    from .graph_step import unsupported_reason
+    reason = unsupported_reason(device, cfg.optimizer, amp_dtype) if capture else (
+        None if cfg.optimizer == "adamw" else f"{cfg.optimizer} has no graph step")
+    if reason is None and cfg.compile:
+        reason = "compile=True and engine='graph' are two ways to the same end; the graph engine takes the model as is"
+    if reason is None:
+        return "graph", None
+    warnings.warn(f"engine='graph' falls back to eager: {reason}", stacklevel=3)
+    return "eager", reason
 
 
 def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
@@ -215,18 +265,103 @@ def _load_state(state_path: Path, device) -> dict | None:
         return None
 
 
+class EagerStep:
+    """The training step as plain PyTorch, one launch at a time: the reference the graph engine is tested
+    against. Losses, hits and the first non-finite step accumulate on the device and are read once per epoch."""
+
+    def __init__(self, step_model, model, loader, optimizer, scheduler, scaler, ema, loss_fn, autocast):
+        self.step_model, self.model, self.loader, self.optimizer = step_model, model, loader, optimizer
+        self.scheduler, self.scaler, self.ema, self.loss_fn, self.autocast = scheduler, scaler, ema, loss_fn, autocast
+        self.steps_per_epoch = len(loader)
+
+    def lr_after(self, epochs: int) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def run_epoch(self, max_steps: int | None = None) -> None:
+        """One epoch, or its first ``max_steps`` steps (the benchmark)."""
+        device = self.loader.split.labels.device
+        self.loss_sum = torch.zeros((), device=device)
+        self.hits = torch.zeros((), device=device)
+        self.first_bad = torch.full((), -1, device=device)
+        self.seen = 0
+        for step, (images, labels) in enumerate(self.loader):
+            with self.autocast():
+                logits = self.step_model(images)
+                loss = self.loss_fn(logits, labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            bad = ~torch.isfinite(loss.detach()) & (self.first_bad < 0)
+            self.first_bad = torch.where(bad, step + 1, self.first_bad)
+            self.loss_sum += loss.detach().float() * len(labels)
+            self.hits += (logits.detach().argmax(1) == labels).sum()
+            self.seen += len(labels)
+            if max_steps is not None and step + 1 >= max_steps:
+                break
+
+    def read_epoch(self) -> tuple[float, float, int]:
+        return self.loss_sum.item() / self.seen, self.hits.item() / self.seen, int(self.first_bad.item())
+
+
+def build_stepper(model: nn.Module, loader: DeviceLoader, cfg: TrainConfig, engine: str,
+                  amp_dtype: torch.dtype | None, loss_weight: torch.Tensor | None = None, ema=None,
+                  state: dict | None = None, start_step: int = 0, graph_capture: bool = True):
+    """The training step of ``engine`` ("eager" or "graph", as ``resolve_engine`` returned) for ``model`` (on its
+    device) and ``loader``, with its optimizer, schedule and scaler, restored from a resumed ``state``."""
+    device = loader.split.labels.device
+
+    def loss_fn(logits, labels):
+        if cfg.loss == "focal":
+            return focal_loss(logits, labels, cfg.focal_gamma, loss_weight, cfg.label_smoothing)
+        return F.cross_entropy(logits, labels, weight=loss_weight, label_smoothing=cfg.label_smoothing)
+
+    optimizer = make_optimizer(model, cfg, graph=engine == "graph")
+    scheduler = make_scheduler(optimizer, cfg, len(loader)) if engine == "eager" else None
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+    if engine == "graph":
+        from .graph_step import GraphStep
+        # cache_enabled=False: autocast's cast cache would hold tensors from the capture into every replay.
+        autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype, cache_enabled=False)) \
+            if amp_dtype is not None else nullcontext
+        stepper = GraphStep(model, loader, optimizer, loss_fn, schedule_values(cfg, len(loader)), autocast, ema,
+                            cfg.ema_decay, capture=graph_capture and device.type == "cuda", start_step=start_step)
+    else:
+        stepper = EagerStep(torch.compile(model) if cfg.compile else model, model, loader, optimizer, scheduler,
+                            scaler, ema, loss_fn, lambda: autocast_context(device, amp_dtype))
+    stepper.scheduler, stepper.scaler = scheduler, scaler
+    return stepper
+
+
 def fit(model: nn.Module, data: ImageDataset, cfg: TrainConfig, state_path: str | Path | None = None,
         resume: bool = False, stop_after_epochs: int | None = None, progress: bool | None = None,
-        desc: str = "train") -> FitResult:
+        desc: str = "train", graph_capture: bool = True) -> FitResult:
     """Train ``model`` on ``data.splits['train']``, select the best epoch on ``data.splits['val']``.
 
     ``state_path`` gets a full training state after every epoch (model, optimiser, schedule,
-    scaler, EMA, RNG and history); with ``resume=True`` training continues from it.
+    scaler, EMA, RNG and history); with ``resume=True`` training continues from it, on the engine it started on.
     ``stop_after_epochs`` ends this call early (an interrupted session) without finishing the run.
+    ``graph_capture=False`` runs ``engine='graph'``'s step without recording it (how the CPU tests check it).
     """
     device = data.splits["train"].labels.device
     seed_everything(cfg.seed)
     amp_dtype = resolve_amp(cfg.amp, device)
+    state_path = Path(state_path) if state_path else None
+    state = _load_state(state_path, device) if resume and state_path and state_path.is_file() else None
+    engine, fallback = resolve_engine(cfg, device, amp_dtype, graph_capture)
+    if state is not None and state.get("engine", "eager") != engine:
+        if state.get("engine") == "graph":
+            raise ValueError(f"{state_path} was saved by the graph engine, which cannot run here ({fallback}): "
+                             "resume it on a CUDA device, or move the file away to train from epoch 1")
+        engine, fallback = "eager", "the resumed state was saved by the eager engine"  # a run keeps its engine
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = model.to(device)
@@ -239,23 +374,14 @@ def fit(model: nn.Module, data: ImageDataset, cfg: TrainConfig, state_path: str 
                           sample_weights=sample_weights, drop_last=len(train_split) > cfg.batch_size,
                           channels_last=cfg.channels_last)
     loss_weight = class_weights(train_split.labels, data.num_classes).to(device) if cfg.class_weighted else None
-    optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, len(loader))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) \
         if cfg.ema_decay > 0 else None
-    step_model = torch.compile(model) if cfg.compile else model
 
     history: list[dict] = []
     best = {"metric": -math.inf, "epoch": -1, "state": None}
     start_epoch, elapsed = 0, 0.0
-    state_path = Path(state_path) if state_path else None
-    state = _load_state(state_path, device) if resume and state_path and state_path.is_file() else None
     if state is not None:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
         generator.set_state(state["generator"].cpu() if device.type == "cuda" else state["generator"])
@@ -263,6 +389,9 @@ def fit(model: nn.Module, data: ImageDataset, cfg: TrainConfig, state_path: str 
         if device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"].cpu())
         history, best, start_epoch, elapsed = state["history"], state["best"], state["epoch"], state["elapsed"]
+    stepper = build_stepper(model, loader, cfg, engine, amp_dtype, loss_weight, ema, state,
+                            start_epoch * len(loader), graph_capture)
+    optimizer, scheduler, scaler = stepper.optimizer, stepper.scheduler, stepper.scaler
 
     quiet = bool(os.environ.get("CI") or os.environ.get("TQDM_DISABLE")) if progress is None else not progress
     bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, disable=quiet, leave=False, initial=start_epoch,
@@ -271,42 +400,19 @@ def fit(model: nn.Module, data: ImageDataset, cfg: TrainConfig, state_path: str 
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
-        loss_sum = torch.zeros((), device=device)
-        hits = torch.zeros((), device=device)
-        seen = 0
-        first_bad_step = torch.full((), -1, device=device)  # read once per epoch, with the losses
-        for step, (images, labels) in enumerate(loader):
-            with autocast_context(device, amp_dtype):
-                logits = step_model(images)
-                if cfg.loss == "focal":
-                    loss = focal_loss(logits, labels, cfg.focal_gamma, loss_weight, cfg.label_smoothing)
-                else:
-                    loss = F.cross_entropy(logits, labels, weight=loss_weight, label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            bad = ~torch.isfinite(loss.detach()) & (first_bad_step < 0)
-            first_bad_step = torch.where(bad, step + 1, first_bad_step)
-            loss_sum += loss.detach().float() * len(labels)
-            hits += (logits.detach().argmax(1) == labels).sum()
-            seen += len(labels)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        stepper.run_epoch()
+        train_loss, train_acc, first_bad_step = stepper.read_epoch()  # the epoch's one host sync
         elapsed += time.perf_counter() - t0
-        if first_bad_step.item() >= 0:
+        if first_bad_step >= 0:
             kept = (f"the last good state (epoch {epoch}) is kept in {state_path}" if state_path and epoch > 0
                     else "no state was saved")
             raise NonFiniteLossError(
-                f"{desc}: the training loss became non-finite at epoch {epoch + 1}, step {first_bad_step.item()} "
+                f"{desc}: the training loss became non-finite at epoch {epoch + 1}, step {first_bad_step} "
                 f"of {len(loader)}; {kept} and no result was written. Lower the learning rate "
                 f"(lr={cfg.lr}) or turn mixed precision off (amp='off').")
         eval_model = ema.module if ema is not None else model
-        row = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": hits.item() / seen,
-               "lr": optimizer.param_groups[0]["lr"], "seconds": elapsed}
+        lr = stepper.lr_after(epoch + 1)
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "lr": lr, "seconds": elapsed}
         row.update(_validation_metrics(eval_model, val_split, cfg, amp_dtype))
         history.append(row)
         metric = row[f"val_{cfg.select_metric}"]
@@ -320,17 +426,19 @@ def fit(model: nn.Module, data: ImageDataset, cfg: TrainConfig, state_path: str 
         stop_early = cfg.early_stop_patience > 0 and patience_left <= 0
         if state_path:
             save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                          "ema": ema.state_dict() if ema is not None else None,
-                          "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                          "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-                          "history": history, "best": best, "epoch": epoch + 1, "elapsed": elapsed,
-                          "config": cfg.to_dict(), "finished": stop_early or epoch + 1 == cfg.epochs},
-                         state_path)
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                        "scaler": scaler.state_dict(), "engine": engine,
+                        "ema": ema.state_dict() if ema is not None else None,
+                        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+                        "history": history, "best": best, "epoch": epoch + 1, "elapsed": elapsed,
+                        "config": cfg.to_dict(), "finished": stop_early or epoch + 1 == cfg.epochs},
+                       state_path)
         if stop_early:
             break
         if stop_after_epochs is not None and epoch + 1 - start_epoch >= stop_after_epochs:
             break
     bar.close()
     return FitResult(history, best["state"], best["epoch"], best["metric"], elapsed,
-                     str(amp_dtype).replace("torch.", "") if amp_dtype else "float32", ema is not None)
+                     str(amp_dtype).replace("torch.", "") if amp_dtype else "float32", ema is not None,
+                     extra={"engine": engine, "engine_fallback": fallback})
