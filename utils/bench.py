@@ -170,27 +170,29 @@ def step_bytes(model, batch: int, image_size: int, activation_bytes: int) -> int
     return 2 * activation_bytes * sum(elements) + 7 * 4 * count_parameters(model)
 
 
+def _best_seconds(fn, device, repeats: int = 5) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def measured_rates(device, dtype) -> dict:
-    """The machine's matmul rate in ``dtype`` and its copy bandwidth, each measured here and now."""
-    n = 8192 if device.type == "cuda" else 1024
+    """The machine's matmul rate in ``dtype`` and its copy bandwidth, each the best of a few measurements here and
+    now (a large square matmul; a copy between two large buffers, which reads and writes every byte)."""
+    n = 8192 if device.type == "cuda" else 4096
     a, b = (torch.randn(n, n, device=device, dtype=dtype or torch.float32) for _ in range(2))
-    a @ b
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(10):
-        a @ b
-    _sync(device)
-    flops = 2 * n**3 * 10 / (time.perf_counter() - t)
+    flops = 2 * n**3 / _best_seconds(lambda: a @ b, device)
     size = (1 << 30) if device.type == "cuda" else (1 << 27)
     src, dst = torch.empty(size, dtype=torch.uint8, device=device), torch.empty(size, dtype=torch.uint8, device=device)
-    dst.copy_(src)
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(10):
-        dst.copy_(src)
-    _sync(device)
+    bandwidth = 2 * size / _best_seconds(lambda: dst.copy_(src), device)
     return {"matmul_flops_per_second": flops, "matmul_dtype": str(dtype or torch.float32).replace("torch.", ""),
-            "copy_bytes_per_second": 2 * size * 10 / (time.perf_counter() - t)}  # each copy reads and writes
+            "copy_bytes_per_second": bandwidth}
 
 
 def benchmark(model_name="deep_efficientnet", quick=False, data_root=DEFAULT_DATA_ROOT) -> dict:

@@ -463,25 +463,33 @@ def bench_table(results: Path) -> str:
                   align=r">{\raggedright\arraybackslash}p{1.6in}rrrrr")
 
 
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def published_verdict(results: Path) -> str:
-    """One sentence: where this build's DeepEfficientNet and the validation-chosen zoo model fall against the
-    published BloodMNIST intervals (all on the same 3,421 official test images)."""
+    """One sentence: which published BloodMNIST intervals this build's DeepEfficientNet and the validation-chosen
+    model overlap, lie below or lie above (all on the same 3,421 official test images)."""
     main = _read(results, "deep_efficientnet/summary.json")
     zoo = _read(results, "architectures/summary.json")
     if not main or not zoo:
         return MISSING
-    published = [wilson_interval(acc, n) for key, _, _, _, n, acc, _ in PUBLISHED if key == "bloodmnist"]
-    lowest, highest = min(low for low, _ in published), max(high for _, high in published)
+    published = [(name, wilson_interval(acc, n)) for key, name, _, _, n, acc, _ in PUBLISHED if key == "bloodmnist"]
     record = _run(results, main["run"])
     n = record["test"]["n"]
-    parts = []
+    sentences = []
     for label, acc in (("DeepEfficientNet", record["test"]["acc"]),
                        (_chosen_row(zoo)["name"], _chosen_row(zoo)["test_acc_mean"])):
         low, high = wilson_interval(acc, n)
-        where = ("is below every published interval" if high < lowest else "is above every published interval"
-                 if low > highest else "overlaps the published intervals")
-        parts.append(f"{tex_escape(label)} ({pct(acc, 1)}\\%, interval {pct(low, 1)}--{pct(high, 1)}) {where}")
-    return "In this build " + ", and ".join(dict.fromkeys(parts)) + "."
+        groups = {"below": [p for p, (lo, _) in published if high < lo],
+                  "above": [p for p, (_, hi) in published if low > hi]}
+        groups["overlapping"] = [p for p, _ in published if p not in groups["below"] + groups["above"]]
+        said = [f"{verb} {'every published interval' if len(names) == len(published) else _and(names)}"
+                for verb, names in (("overlaps", groups["overlapping"]), ("lies below", groups["below"]),
+                                    ("lies above", groups["above"])) if names]
+        sentences.append(f"{tex_escape(label)} ({pct(acc, 1)}\\%, interval {pct(low, 1)}--{pct(high, 1)}) "
+                         + tex_escape(", and ".join(said)) + ".")
+    return " ".join(dict.fromkeys(sentences))
 
 
 def published_table(results: Path) -> str:
