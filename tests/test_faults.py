@@ -22,9 +22,10 @@ from utils.data import DataIntegrityError, ImageDataset, ImageSplit, find_bloodm
 from utils.models import CheckpointError, build_model, load_checkpoint, save_checkpoint
 from utils.training import NonFiniteLossError, TrainConfig, fit, predict_proba
 
-# A smoke run of the smallest model: 384 training images, 6 steps of 64 per epoch.
+# A smoke run of the smallest model, at batch 64.
 RUN = ["--model", "simple_cnn", "--profile", "smoke", "--epochs", "3", "--seed", "3"]
-STEPS_PER_EPOCH = 6
+STEPS_PER_EPOCH = len(experiment.prepare_data("bloodmnist", experiment.get_profile("smoke"), experiment.DEFAULT_DATA_ROOT,
+                                              "cpu").splits["train"]) // 64
 THREADS = torch.get_num_threads()
 
 
@@ -60,7 +61,7 @@ def straight_run(tmp_path_factory):
 
 # --- process killed (SIGKILL) at an arbitrary moment of training -------------------------------
 
-@pytest.mark.parametrize("kill_at_step, rerun", [(STEPS_PER_EPOCH + 2, ["--resume"]), (2 * STEPS_PER_EPOCH + 5, [])],
+@pytest.mark.parametrize("kill_at_step, rerun", [(STEPS_PER_EPOCH + 2, ["--resume"]), (2 * STEPS_PER_EPOCH + STEPS_PER_EPOCH // 2 + 1, [])],
                          ids=["mid-epoch-2-then-resume", "mid-epoch-3-then-plain-rerun"])
 def test_a_run_killed_mid_training_ends_where_an_uninterrupted_run_ends(straight_run, tmp_path, kill_at_step, rerun):
     killer = textwrap.dedent(f"""

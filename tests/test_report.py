@@ -134,7 +134,7 @@ def test_bench_table_shows_every_pipeline_side_by_side_and_says_why_one_was_skip
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "bench_quick_cpu.json").write_text(json.dumps(bench))
     table = bench_table(tmp_path)
-    assert "--quick, 8 steps, commit abcdef0" in table and "600 (est.)" in table
+    assert "-{}-quick, 8 steps, commit abcdef0" in table and "600 (est.)" in table and "at 100 GFLOP/s" in table
     assert "not run: CUDA graphs need a CUDA device" in table and "50.0 ms, 5.0 ms" in table
     bench.pop("engines")  # an old --quick file cannot be read as if it were new
     (tmp_path / "bench" / "bench_quick_cpu.json").write_text(json.dumps(bench))

@@ -179,3 +179,35 @@ def test_captured_graph_step_reaches_the_eager_weights_on_cuda(blood):
         assert result.extra["engine"] == engine
     for k, v in models["eager"].state_dict().items():
         torch.testing.assert_close(models["graph"].state_dict()[k], v, atol=1e-3, rtol=0, msg=k)
+
+
+def test_graph_step_reads_nothing_back_on_the_host(tiny):
+    # A CUDA graph cannot record a host read (.item(), a 0-dim tensor index, a data-dependent branch): every op
+    # of the recorded body but the optimizer's (AdamW capturable is PyTorch's; on a CPU it is not capturable)
+    # runs here under a dispatch mode that fails on the op a host read goes through.
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from utils.data import DeviceLoader
+    from utils.training import build_stepper
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    class NoHostReads(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            assert func is not torch.ops.aten._local_scalar_dense.default, "a host read inside the graph step"
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    model = build_model("deep_efficientnet", 8).to(memory_format=torch.channels_last)
+    cfg = TrainConfig(epochs=1, batch_size=64, augment="full", ema_decay=0.9, engine="graph", loss="focal",
+                      class_weighted=True)
+    loader = DeviceLoader(tiny.splits["train"], 64, shuffle=True, augment="full", drop_last=True, channels_last=True,
+                          generator=torch.Generator().manual_seed(0))
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    stepper = build_stepper(model, loader, cfg, "graph", None, torch.ones(8), ema, graph_capture=False)
+    stepper.optimizer.step = lambda: None
+    stepper.order.copy_(loader.epoch_order())
+    with NoHostReads():
+        stepper._body()
+    assert int(stepper.global_step) == 1 and int(ema.n_averaged) == 1
+
+    with pytest.raises(AssertionError, match="host read"), NoHostReads():
+        stepper.lr_values[stepper.global_step]  # what the body must not do

@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import json
 import time
-from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +32,7 @@ from .models import MODEL_NAMES, build_model, count_parameters
 from .profiles import default_device, get_profile
 from .recipes import train_config
 from .storage import write_text
-from .graph_step import GraphedPredictor, unsupported_reason
+from .graph_step import GraphedPredictor, graph_autocast, unsupported_reason
 from .training import autocast_context, build_stepper, fit, make_optimizer, resolve_amp
 
 
@@ -65,28 +64,26 @@ def _cycle(make_iter):
         yield from make_iter()
 
 
+def _mean_seconds(fn, repeats: int, device, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t) / repeats
+
+
 @torch.no_grad()
 def time_inference(model, device, amp_dtype, image_size=28, batch=4096, repeats=10):
+    """(images per second at ``batch``, batch-1 latency in ms), eager."""
     model.eval()
     x = torch.rand(batch, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
     one = x[:1]
     with autocast_context(device, amp_dtype):
-        for _ in range(3):
-            model(x)
-        _sync(device)
-        t = time.perf_counter()
-        for _ in range(repeats):
-            model(x)
-        _sync(device)
-        throughput = batch * repeats / (time.perf_counter() - t)
-        for _ in range(5):
-            model(one)
-        _sync(device)
-        t = time.perf_counter()
-        for _ in range(50):
-            model(one)
-        _sync(device)
-        latency_ms = (time.perf_counter() - t) / 50 * 1000
+        throughput = batch / _mean_seconds(lambda: model(x), repeats, device)
+        latency_ms = 1000 * _mean_seconds(lambda: model(one), 50, device, warmup=5)
     return throughput, latency_ms
 
 
@@ -282,18 +279,9 @@ def benchmark(model_name="deep_efficientnet", quick=False, data_root=DEFAULT_DAT
 @torch.no_grad()
 def time_graphed_latency(model, device, amp_dtype, image_size=28, repeats=200) -> float:
     """Batch-1 latency in ms with the forward pass replayed as a CUDA graph (``GraphedPredictor``)."""
-    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype, cache_enabled=False)) if amp_dtype \
-        else nullcontext
     one = torch.rand(1, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
-    predictor = GraphedPredictor(model, one, autocast)
-    for _ in range(10):
-        predictor(one)
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(repeats):
-        predictor(one)
-    _sync(device)
-    return (time.perf_counter() - t) / repeats * 1000
+    predictor = GraphedPredictor(model, one, graph_autocast(device, amp_dtype))
+    return 1000 * _mean_seconds(lambda: predictor(one), repeats, device, warmup=10)
 
 
 @torch.no_grad()

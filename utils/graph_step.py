@@ -18,6 +18,7 @@ against the eager engine on a CPU.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -34,6 +35,14 @@ def unsupported_reason(device: torch.device, optimizer: str, amp_dtype: torch.dt
     if not hasattr(torch.cuda.CUDAGraph, "register_generator_state"):
         return f"torch {torch.__version__} cannot register the augmentation generator with a graph"
     return None
+
+
+def graph_autocast(device: torch.device, amp_dtype: torch.dtype | None) -> Callable[[], object]:
+    """Autocast for recorded work: without its cast cache, which would carry tensors from the capture into every
+    replay."""
+    if amp_dtype is None:
+        return nullcontext
+    return lambda: torch.autocast(device.type, dtype=amp_dtype, cache_enabled=False)
 
 
 @torch.no_grad()
@@ -82,8 +91,10 @@ class GraphStep:
     def _body(self) -> None:
         step_in_epoch = self.global_step % self.steps_per_epoch
         images, labels = self.loader.batch(self.order[step_in_epoch * self.rows + self.positions])
+        # index_select, not lr_values[global_step]: indexing with a 0-dim tensor reads it on the host.
+        lr = self.lr_values.index_select(0, self.global_step.view(1)).squeeze(0)
         for group in self.optimizer.param_groups:
-            group["lr"].copy_(self.lr_values[self.global_step])
+            group["lr"].copy_(lr)
         with self.autocast():
             logits = self.model(images)
             loss = self.loss_fn(logits, labels)
@@ -131,8 +142,7 @@ class GraphStep:
         for g, state in zip(generators, saved_rng):
             g.set_state(state)
         self.graph = torch.cuda.CUDAGraph()
-        for g in generators:
-            self.graph.register_generator_state(g)
+        self.graph.register_generator_state(self.loader.generator)  # capture registers the default one itself
         self.optimizer.zero_grad(set_to_none=True)
         with torch.cuda.graph(self.graph):
             self._body()

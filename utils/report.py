@@ -434,14 +434,19 @@ def bench_rows(bench: dict) -> list[dict]:
     return rows
 
 
+def _rate(flops_per_second: float) -> str:
+    return (f"{flops_per_second / 1e12:.1f} TFLOP/s" if flops_per_second >= 1e12
+            else f"{flops_per_second / 1e9:.0f} GFLOP/s")
+
+
 def bench_table(results: Path) -> str:
     """Every committed benchmark file's pipelines side by side, with its device, mode and commit."""
     lines = []
     for path in sorted((results / "bench").glob("bench_*.json")) if (results / "bench").is_dir() else []:
         bench = json.loads(path.read_text())
-        mode = f"--quick, {bench['timed_steps']} steps" if bench["quick"] else "full"
+        mode = f"-{{}}-quick, {bench['timed_steps']} steps" if bench["quick"] else "full"  # -{}- keeps two hyphens
         lines.append([rf"\multicolumn{{6}}{{l}}{{\textit{{{tex_escape(bench['device'])}, {tex_escape(bench['amp_dtype'])}, "
-                      rf"{tex_escape(mode)}, commit {bench['git_commit'][:7]}}}}}"])
+                      rf"{mode}, commit {bench['git_commit'][:7]}}}}}"])
         for row in bench_rows(bench):
             label = ENGINE_LABELS.get(row["pipeline"], tex_escape(row["pipeline"]))
             if "skipped" in row:
@@ -456,7 +461,7 @@ def bench_table(results: Path) -> str:
         if floor:
             lines.append([r"floor: FLOPs / matmul rate, bytes / bandwidth",
                           rf"\multicolumn{{5}}{{l}}{{{floor['compute_ms_per_step']:.1f} ms, {floor['memory_ms_per_step']:.1f} ms "
-                          rf"({floor['step_flops'] / 1e9:.0f} GFLOP at {floor['matmul_flops_per_second'] / 1e12:.1f} TFLOP/s "
+                          rf"({floor['step_flops'] / 1e9:.0f} GFLOP at {_rate(floor['matmul_flops_per_second'])} "
                           rf"{tex_escape(floor['matmul_dtype'])})}}"])
     return _table(["Pipeline", "ms/step", "GPU kernel ms", "GPU busy", r"$\times$ DataLoader", "50 epochs (s)"],
                   [row for row in lines], "not run yet",

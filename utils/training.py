@@ -145,7 +145,8 @@ def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
             return cosine
         return sched.SequentialLR(optimizer, [sched.LinearLR(optimizer, 0.01, 1.0, warmup), cosine], [warmup])
     if cfg.schedule == "onecycle":
-        return sched.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
+        # A quarter of the steps warm up; at least 1.5 of them, or OneCycleLR divides by zero (4 steps in all).
+        return sched.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=min(0.9, max(0.25, 1.5 / total)))
     if cfg.schedule == "step":
         return sched.StepLR(optimizer, step_size=max(1, total // 3), gamma=0.1)
     if cfg.schedule == "constant":
@@ -328,11 +329,9 @@ def build_stepper(model: nn.Module, loader: DeviceLoader, cfg: TrainConfig, engi
             scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
     if engine == "graph":
-        from .graph_step import GraphStep
-        # cache_enabled=False: autocast's cast cache would hold tensors from the capture into every replay.
-        autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype, cache_enabled=False)) \
-            if amp_dtype is not None else nullcontext
-        stepper = GraphStep(model, loader, optimizer, loss_fn, schedule_values(cfg, len(loader)), autocast, ema,
+        from .graph_step import GraphStep, graph_autocast
+        stepper = GraphStep(model, loader, optimizer, loss_fn, schedule_values(cfg, len(loader)),
+                            graph_autocast(device, amp_dtype), ema,
                             cfg.ema_decay, capture=graph_capture and device.type == "cuda", start_step=start_step)
     else:
         stepper = EagerStep(torch.compile(model) if cfg.compile else model, model, loader, optimizer, scheduler,
