@@ -39,9 +39,11 @@ notebooks: venv data
 
 venv: $(VENV)/.installed
 
+# --no-compile: byte-compiling every file of the CUDA torch build at install time is part of its minutes; Python
+# compiles the modules it imports on first use instead.
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(PY) -m pip install -q --no-compile -r requirements.txt 2>&1 | { grep -v '^WARNING: Location' || true; }
 	touch $@
 
 # Find and verify the data (MD5 from medmnist.INFO); prints where it is.

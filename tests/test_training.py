@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from utils.data import ImageDataset
-from utils.models import build_model
+from utils.models import MODEL_NAMES, build_model
 from utils.recipes import train_config
 from utils.profiles import get_profile
 from utils.training import TrainConfig, fit, make_optimizer, make_scheduler
@@ -181,10 +181,11 @@ def test_captured_graph_step_reaches_the_eager_weights_on_cuda(blood):
         torch.testing.assert_close(models["graph"].state_dict()[k], v, atol=1e-3, rtol=0, msg=k)
 
 
-def test_graph_step_reads_nothing_back_on_the_host(tiny):
+@pytest.mark.parametrize("model_name", MODEL_NAMES)
+def test_graph_step_reads_nothing_back_on_the_host(tiny, model_name):
     # A CUDA graph cannot record a host read (.item(), a 0-dim tensor index, a data-dependent branch): every op
     # of the recorded body but the optimizer's (AdamW capturable is PyTorch's; on a CPU it is not capturable)
-    # runs here under a dispatch mode that fails on the op a host read goes through.
+    # runs here, for every registered model, under a dispatch mode that fails on the op a host read goes through.
     from torch.utils._python_dispatch import TorchDispatchMode
     from utils.data import DeviceLoader
     from utils.training import build_stepper
@@ -196,10 +197,10 @@ def test_graph_step_reads_nothing_back_on_the_host(tiny):
             return func(*args, **(kwargs or {}))
 
     torch.manual_seed(0)
-    model = build_model("deep_efficientnet", 8).to(memory_format=torch.channels_last)
-    cfg = TrainConfig(epochs=1, batch_size=64, augment="full", ema_decay=0.9, engine="graph", loss="focal",
+    model = build_model(model_name, 8).to(memory_format=torch.channels_last)
+    cfg = TrainConfig(epochs=1, batch_size=32, augment="full", ema_decay=0.9, engine="graph", loss="focal",
                       class_weighted=True)
-    loader = DeviceLoader(tiny.splits["train"], 64, shuffle=True, augment="full", drop_last=True, channels_last=True,
+    loader = DeviceLoader(tiny.splits["train"], 32, shuffle=True, augment="full", drop_last=True, channels_last=True,
                           generator=torch.Generator().manual_seed(0))
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
     stepper = build_stepper(model, loader, cfg, "graph", None, torch.ones(8), ema, graph_capture=False)

@@ -15,9 +15,10 @@ ATTENTION_VARIANTS = {"none": "efficientnet_b0", "SE": "efficientnet_b0_se", "CB
 # One training budget for all four variants; the cpu profile's is set by the slowest variant.
 ATTENTION_CPU_EPOCHS = 6
 
-# The cpu profile's ablation budget: 15 full-data runs would take about 2 hours on 2 cores, so each
-# trains on the same stratified 3,000 training images for 4 epochs (val and test stay whole).
-ABLATION_CPU_BUDGET = {"train_limit": 3000, "epochs": 4}
+# The ablation budget per profile. cpu: 15 full-data runs would take about 2 hours on 2 cores, so each trains on
+# the same stratified 3,000 training images for 4 epochs (val and test stay whole). smoke: 128 training images,
+# which halves the longest notebook of make test (05).
+ABLATION_BUDGET = {"smoke": {"train_limit": 128}, "cpu": {"train_limit": 3000, "epochs": 4}, "full": {}}
 
 # The ablation study: each entry changes one thing from the DeepEfficientNet recipe.
 ABLATIONS: dict[str, dict] = {
@@ -86,7 +87,7 @@ def _device_of(amp: str) -> torch.device:
 
 def run_ablation_study(profile: str | None = None, dataset: str = "bloodmnist") -> list[dict]:
     prof = get_profile(profile)
-    budget = ABLATION_CPU_BUDGET if prof.name == "cpu" else {}
+    budget = ABLATION_BUDGET[prof.name]
     records = []
     for label, change in effective_ablations(resolve_amp("auto", default_device())).items():
         change = dict(change)
