@@ -26,14 +26,14 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.transforms import v2
 
-from .data import DEFAULT_DATA_ROOT, DeviceLoader, load_dataset
+from .data import DEFAULT_DATA_ROOT, load_dataset
 from .experiment import count_flops, device_name, git_commit, peak_memory
 from .models import MODEL_NAMES, build_model, count_parameters
 from .profiles import default_device, get_profile
 from .recipes import train_config
 from .storage import write_text
 from .graph_step import GraphedPredictor, graph_autocast, unsupported_reason
-from .training import autocast_context, build_stepper, fit, make_optimizer, resolve_amp
+from .training import autocast_context, build_stepper, fit, make_optimizer, resolve_amp, train_loader
 
 
 class TransformDataset(Dataset):
@@ -128,12 +128,11 @@ def _standard_runner(model, batches, amp_dtype, device, cfg):
     return run
 
 
-def _engine_runner(model, train, cfg, engine, amp_dtype):
+def _engine_runner(model, train, num_classes, cfg, engine, amp_dtype):
     """n steps of this project's engine (``training.build_stepper``) on the device-resident training split."""
-    loader = DeviceLoader(train, cfg.batch_size, shuffle=True, augment=cfg.augment,
-                          generator=torch.Generator(device=train.labels.device).manual_seed(0), drop_last=True,
-                          channels_last=cfg.channels_last)
-    stepper = build_stepper(model, loader, cfg, engine, amp_dtype)
+    generator = torch.Generator(device=train.labels.device).manual_seed(0)
+    stepper = build_stepper(model, train_loader(train, cfg, generator, num_classes), cfg, engine,
+                            amp_dtype)
 
     def run(n):
         model.train()
@@ -214,10 +213,10 @@ def benchmark(model_name="deep_efficientnet", quick=False, data_root=DEFAULT_DAT
                                  pin_memory=device.type == "cuda", persistent_workers=True)
     runners = {"standard_dataloader": _standard_runner(model, _cycle(lambda: iter(standard_loader)), amp_dtype,
                                                        device, cfg),
-               "eager": _engine_runner(fresh_model(), train, cfg, "eager", amp_dtype)}
-    graph_skipped = unsupported_reason(device, cfg.optimizer, amp_dtype)
+               "eager": _engine_runner(fresh_model(), train, data.num_classes, cfg, "eager", amp_dtype)}
+    graph_skipped = unsupported_reason(device, cfg.optimizer, amp_dtype, cfg.compile)
     if graph_skipped is None:
-        runners["graph"] = _engine_runner(fresh_model(), train, cfg, "graph", amp_dtype)
+        runners["graph"] = _engine_runner(fresh_model(), train, data.num_classes, cfg, "graph", amp_dtype)
     engines = {}
     for name, run in runners.items():  # the same model, batch, optimizer and precision for each
         wall = _time_steps(run, steps, warmup, device)
@@ -304,7 +303,7 @@ def epoch_times(data_root=DEFAULT_DATA_ROOT, steps: int = 6) -> dict:
         cfg = train_config(name, "bloodmnist", get_profile("full"))
         torch.manual_seed(0)
         model = build_model(name, 8).to(device).to(memory_format=torch.channels_last)
-        run = _engine_runner(model, data.splits["train"], cfg, "eager", resolve_amp(cfg.amp, device))
+        run = _engine_runner(model, data.splits["train"], data.num_classes, cfg, "eager", resolve_amp(cfg.amp, device))
         step = _time_steps(run, steps, 2, device)
         out[name] = step * (len(data.splits["train"]) // cfg.batch_size)
         print(json.dumps({"model": name, "epoch_seconds": round(out[name], 1)}), flush=True)

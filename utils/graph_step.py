@@ -24,14 +24,20 @@ import torch
 from torch import nn
 
 
-def unsupported_reason(device: torch.device, optimizer: str, amp_dtype: torch.dtype | None) -> str | None:
-    """Why this run cannot be captured as one CUDA graph, or None when it can."""
+def unsupported_reason(device: torch.device, optimizer: str, amp_dtype: torch.dtype | None, compile: bool = False,
+                       capture: bool = True) -> str | None:
+    """Why this run cannot take the graph step, or None when it can. ``capture=False`` (the step run without
+    recording it) asks only what the step itself needs."""
+    if optimizer != "adamw":
+        return f"{optimizer}'s update with a tensor learning rate is not capturable (AdamW is)"
+    if compile:
+        return "compile=True and engine='graph' are two ways to the same end; the graph engine takes the model as is"
+    if not capture:
+        return None
     if device.type != "cuda":
         return f"CUDA graphs need a CUDA device, this run is on {device.type}"
     if amp_dtype == torch.float16:
         return "fp16 needs a GradScaler, whose inf check reads the GPU from the host (use amp='bf16')"
-    if optimizer != "adamw":
-        return f"{optimizer}'s update with a tensor learning rate is not capturable (AdamW is)"
     if not hasattr(torch.cuda.CUDAGraph, "register_generator_state"):
         return f"torch {torch.__version__} cannot register the augmentation generator with a graph"
     return None

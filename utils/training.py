@@ -177,10 +177,7 @@ def resolve_engine(cfg: TrainConfig, device: torch.device, amp_dtype: torch.dtyp
     if cfg.engine != "graph":
         return "eager", None
     from .graph_step import unsupported_reason
-    reason = unsupported_reason(device, cfg.optimizer, amp_dtype) if capture else (
-        None if cfg.optimizer == "adamw" else f"{cfg.optimizer} has no graph step")
-    if reason is None and cfg.compile:
-        reason = "compile=True and engine='graph' are two ways to the same end; the graph engine takes the model as is"
+    reason = unsupported_reason(device, cfg.optimizer, amp_dtype, cfg.compile, capture)
     if reason is None:
         return "graph", None
     warnings.warn(f"engine='graph' falls back to eager: {reason}", stacklevel=3)
@@ -308,6 +305,14 @@ class EagerStep:
         return self.loss_sum.item() / self.seen, self.hits.item() / self.seen, int(self.first_bad.item())
 
 
+def train_loader(split, cfg: TrainConfig, generator: torch.Generator, num_classes: int) -> DeviceLoader:
+    """The training batches ``cfg`` asks for: shuffled (or class-balanced), augmented, whole batches only."""
+    sample_weights = balanced_sample_weights(split.labels, num_classes) if cfg.balanced_sampling else None
+    return DeviceLoader(split, cfg.batch_size, shuffle=True, augment=cfg.augment, generator=generator,
+                        sample_weights=sample_weights, drop_last=len(split) > cfg.batch_size,
+                        channels_last=cfg.channels_last)
+
+
 def build_stepper(model: nn.Module, loader: DeviceLoader, cfg: TrainConfig, engine: str,
                   amp_dtype: torch.dtype | None, loss_weight: torch.Tensor | None = None, ema=None,
                   state: dict | None = None, start_step: int = 0, graph_capture: bool = True):
@@ -367,11 +372,7 @@ def fit(model: nn.Module, data: ImageDataset, cfg: TrainConfig, state_path: str 
     train_split, val_split = data.splits["train"], data.splits["val"]
 
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    sample_weights = (balanced_sample_weights(train_split.labels, data.num_classes)
-                      if cfg.balanced_sampling else None)
-    loader = DeviceLoader(train_split, cfg.batch_size, shuffle=True, augment=cfg.augment, generator=generator,
-                          sample_weights=sample_weights, drop_last=len(train_split) > cfg.batch_size,
-                          channels_last=cfg.channels_last)
+    loader = train_loader(train_split, cfg, generator, data.num_classes)
     loss_weight = class_weights(train_split.labels, data.num_classes).to(device) if cfg.class_weighted else None
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) \
         if cfg.ema_decay > 0 else None
