@@ -62,14 +62,15 @@ def test_lite0_imagenet_weights_map_every_backbone_weight():
     assert set(state) - set(mapping) == {"mean", "std", "classifier.3.weight", "classifier.3.bias"}
 
 
-def test_checkpoint_round_trip(tmp_path):
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_checkpoint_round_trip(tmp_path, name):
     torch.manual_seed(0)
-    model = build_model("efficientnet_b0_cbam", 8, dropout=0.1).eval()
+    model = build_model(name, 8).eval()
     x = torch.rand(3, 3, 28, 28)
     path = save_checkpoint(tmp_path / "m.pt", model, {"dataset": "bloodmnist", "input_size": 28})
     loaded, meta = load_checkpoint(path)
     assert meta == {"dataset": "bloodmnist", "input_size": 28}
-    assert loaded.model_name == "efficientnet_b0_cbam"
+    assert loaded.model_name == name
     assert torch.equal(loaded(x), model(x))
 
 

@@ -187,9 +187,9 @@ def plot_architecture(rows: list[dict], title: str = ""):
         colour = {"SE": "#e07b39", "CBAM": "#7b39e0"}.get(r["attention"], "#3978e0")
         ax.add_patch(matplotlib.patches.FancyBboxPatch((x, (1 - height) / 2), width, height,
                                                        boxstyle="round,pad=0.02", fc=colour, alpha=0.75))
-        res = f"{r['resolution']}x{r['resolution']}" if r["resolution"] else ""
+        res = f"{r['resolution']}\u00d7{r['resolution']}" if r["resolution"] else ""
         label = r["stage"].split(" (")[0].replace("MBConv stage ", "stage ")
-        ax.text(x + width / 2, 0.5, f"{label}\n{r['blocks']}x k{r['kernel']}\n"
+        ax.text(x + width / 2, 0.5, f"{label}\n{r['blocks']}\u00d7 k{r['kernel']}\n"
                 f"{r['channels']} ch\n{res}\n{r['attention'] if r['attention'] != '-' else ''}",
                 ha="center", va="center", color="white")
         x += width + 0.15
@@ -217,7 +217,7 @@ def plot_cam_panel(images, cams: dict, examples: dict, class_names: list[str], c
     tiles, titles = [], []
     for i in chosen:
         tiles.append(images[i].permute(1, 2, 0).numpy())
-        titles.append(f"{names[examples['true'][i]]}\n-> {names[examples['pred'][i]]}")
+        titles.append(f"{names[examples['true'][i]]}\n\u2192 {names[examples['pred'][i]]}")
         for method, maps in cams.items():
             tiles.append(overlay(images[i], maps[i]))
             titles.append(method)

@@ -19,6 +19,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from unittest import mock
 
+import torch
+
 from . import studies
 from .experiment import InvalidRunRecord, check_run_record, plan_run, run_training
 from .profiles import PROFILE_NAMES, get_profile
@@ -87,7 +89,6 @@ RUNS_PER_GPU = 4
 
 def default_workers() -> int:
     """Worker processes that fill this machine: RUNS_PER_GPU per visible CUDA device, else 1."""
-    import torch
     return RUNS_PER_GPU * torch.cuda.device_count() if torch.cuda.is_available() else 1
 
 
@@ -101,7 +102,6 @@ def time_left(finished_seconds: float, done: int, left: int) -> str:
 
 
 def _init_worker(threads: int):
-    import torch
     os.environ["TQDM_DISABLE"] = "1"  # one line per finished run instead of interleaved bars
     torch.set_num_threads(threads)
 
@@ -115,7 +115,8 @@ def _train(kwargs: dict) -> tuple[str, float]:
 def sweep(names: list[str], profile: str, workers: int, dry_run: bool = False) -> int:
     """Train everything ``plan`` lists, ``workers`` at a time, until nothing is left; 1 if a run failed."""
     started, attempted = time.time(), set()
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    # The caller's thread budget (its cores, or less where it was told so, as under make test) shared out.
+    threads = max(1, torch.get_num_threads() // workers)
     while True:
         todo = plan(names, profile)
         print(f"sweep ({profile}): {len(todo)} run{'' if len(todo) == 1 else 's'} to train"
