@@ -54,8 +54,7 @@ $(VENV)/.installed: requirements.txt
 
 # Find and verify the data (MD5 from medmnist.INFO); prints where it is.
 data: venv
-	$(PY) -m utils.data
-	$(PY) -m utils.data --dataset pcam
+	$(PY) -m utils.data --dataset bloodmnist pcam
 
 # DeepEfficientNet alone in the resolved profile ($$PROFILE, else full on CUDA, cpu otherwise).
 train: venv data

@@ -1,6 +1,7 @@
 import numpy as np
 
 from utils.models import build_model, count_parameters
+from utils.profiles import get_profile
 from utils.studies import ABLATIONS, ATTENTION_VARIANTS, format_summary, summarize
 
 
@@ -61,12 +62,13 @@ def test_pcam_study_screens_then_retrains_the_validation_winner_on_all_patches(m
         return {"model": model, "seed": seed, "val": {"auc": auc}}
 
     monkeypatch.setattr(studies, "run_training", fake_run_training)
-    records = studies.run_pcam_study("cpu")
+    cpu = get_profile("cpu")
+    records = studies.run_pcam_study(cpu)
     screen = [r for r in records if r["stage"] == "screen"]
     assert [r["label"] for r in screen] == list(studies.PCAM_MODELS)
-    assert all(budget == studies.PCAM_SCREEN_BUDGET["cpu"] for _, _, budget in calls[:len(screen)])
+    assert all(budget == cpu.budget("pcam_screen") for _, _, budget in calls[:len(screen)])
     (final,) = [r for r in records if r["stage"] == "final"]
-    assert final["label"] == "B0 + SE" + studies.FINAL_SUFFIX and calls[-1] == ("efficientnet_b0_se", None, studies.PCAM_FINAL_BUDGET["cpu"])
+    assert final["label"] == "B0 + SE" + studies.FINAL_SUFFIX and calls[-1] == ("efficientnet_b0_se", None, cpu.budget("pcam_final"))
 
     calls.clear()
     records = studies.run_pcam_study("full")
@@ -103,13 +105,13 @@ def test_pcam_scaling_trains_one_model_on_growing_subsets(monkeypatch):
 
     monkeypatch.setattr(studies, "run_training", fake_run_training)
     records = studies.run_pcam_scaling("cpu")
-    plan = studies.PCAM_SCALING["cpu"]
+    plan = get_profile("cpu").budget("pcam_scaling")
     model, kwargs = studies.PCAM_MODELS[studies.PCAM_SCALING_MODEL]
     assert [c[2] for c in calls] == list(plan["train_limits"]) and plan["train_limits"][-1] is None
-    assert all(c[:2] == (model, kwargs) and c[3] == plan["budget"] for c in calls)
+    assert all(c[:2] == (model, kwargs) and c[3] == {"epochs": plan["epochs"]} for c in calls)
     assert {r["label"] for r in records} == {studies.PCAM_SCALING_MODEL}
     calls.clear()
-    assert len(studies.run_pcam_scaling("full")) == 3 * len(studies.PCAM_SCALING["full"]["train_limits"])
+    assert len(studies.run_pcam_scaling("full")) == 3 * len(get_profile("full").budget("pcam_scaling")["train_limits"])
 
 
 def _binary(train_n, auc, acc, test_auc=None):

@@ -2,14 +2,17 @@ import json
 
 from tests.conftest import store_record
 from utils.experiment import plan_run
-from utils.studies import PCAM_MODELS, PCAM_SMOKE_MODELS
+from utils.profiles import get_profile
+from utils.studies import PCAM_MODELS
+from utils.studies import STUDIES
 from utils.sweep import RUN_ONLY_ARGS, plan, sweep
 
 
 def test_plan_lists_each_missing_run_once_and_waits_for_results_a_stage_needs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing stored here
+    smoke_models = get_profile("smoke").budget("pcam_models")
     screen = plan(["pcam"], "smoke")
-    assert len(screen) == len(PCAM_SMOKE_MODELS)  # the final run waits for the screen's validation AUCs
+    assert len(screen) == len(smoke_models)  # the final run waits for the screen's validation AUCs
     # DeepEfficientNet seed 0 is also a baseline: planned once.
     both = plan(["deep_efficientnet", "baselines"], "smoke")
     assert len(both) == 5 and list(both)[0].startswith("deep_efficientnet-bloodmnist-smoke-s0-")
@@ -20,7 +23,7 @@ def test_plan_lists_each_missing_run_once_and_waits_for_results_a_stage_needs(tm
                               val={"auc": auc})
         assert stored["run"] == run
     (final,) = plan(["pcam"], "smoke").values()
-    model, model_kwargs = PCAM_MODELS[PCAM_SMOKE_MODELS[1]]
+    model, model_kwargs = PCAM_MODELS[smoke_models[1]]
     assert final["model"] == model and final["model_kwargs"] == model_kwargs and "train_limit" not in final
 
 
@@ -54,3 +57,11 @@ def test_sweep_fills_the_device_and_estimates_time_left_from_its_pace(monkeypatc
     assert time_left(300, done=3, left=6) == "10 min"  # 100 s a run so far, 6 to go
     assert time_left(30, done=3, left=2) == "20 s"
     assert time_left(0, done=0, left=5) == "unknown"
+
+
+def test_the_declared_cpu_studies_are_the_committed_runs(monkeypatch):
+    # Every run the cpu profile's studies declare is stored in results/runs under the name it is planned by:
+    # the notebooks, the sweep and the report read the same runs.
+    from tests.conftest import REPO
+    monkeypatch.chdir(REPO)
+    assert plan(list(STUDIES), "cpu") == {}

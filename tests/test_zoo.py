@@ -6,7 +6,8 @@ import torch
 from utils.data import ImageSplit
 from utils.experiment import run_training
 from utils.models import build_model
-from utils.studies import IMBALANCE_STRATEGIES, PCAM_MODELS, PCAM_SMOKE_MODELS, ZOO
+from utils.profiles import PROFILES
+from utils.studies import IMBALANCE_STRATEGIES, PCAM_MODELS, ZOO
 from utils.training import TrainConfig
 
 
@@ -26,7 +27,7 @@ def test_zoo_and_strategies_name_real_options():
     fields = set(TrainConfig.__dataclass_fields__)
     changes = [change for _, change in IMBALANCE_STRATEGIES.values()]
     assert changes[0] == {} and all(len(c) == 1 and set(c) <= fields for c in changes[1:])
-    assert set(PCAM_SMOKE_MODELS) <= set(PCAM_MODELS)
+    assert all(set(p.budget("pcam_models") or ()) <= set(PCAM_MODELS) for p in PROFILES.values())
     assert {kw.get("pretrained", False) for _, (m, kw) in PCAM_MODELS.items() if m == "efficientnet_lite0"} == {True, False}
 
 

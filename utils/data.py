@@ -468,20 +468,21 @@ def augment_batch(x: torch.Tensor, level: str, generator=None) -> torch.Tensor:
 
 
 def main():
-    """`python -m utils.data`: find and verify the data, print where it is and its MD5."""
+    """`python -m utils.data [--dataset NAME ...]`: find and verify the data, print where it is and its MD5."""
     import argparse
     import json
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--dataset", default="bloodmnist", choices=sorted(DATASETS))
+    parser.add_argument("--dataset", nargs="+", default=["bloodmnist"], choices=sorted(DATASETS))
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     args = parser.parse_args()
-    try:
-        data = load_dataset(args.dataset, args.data_root)
-    except (FileNotFoundError, DataIntegrityError) as error:
-        parser.exit(1, f"error: {error}\n")  # the message says what is wrong and the fix; no traceback
-    print(json.dumps({"dataset": data.name, "path": data.source, "md5": data.md5,
-                      "splits": {k: len(v) for k, v in data.splits.items()},
-                      "classes": data.class_names}))
+    for name in args.dataset:
+        try:
+            data = load_dataset(name, args.data_root)
+        except (FileNotFoundError, DataIntegrityError) as error:
+            parser.exit(1, f"error: {error}\n")  # the message says what is wrong and the fix; no traceback
+        print(json.dumps({"dataset": data.name, "path": data.source, "md5": data.md5,
+                          "splits": {k: len(v) for k, v in data.splits.items()},
+                          "classes": data.class_names}))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .data import DEFAULT_DATA_ROOT, ImageDataset, load_dataset
 from .metrics import classification_metrics
 from .models import accepts_kwarg, build_model, count_parameters, load_checkpoint, save_checkpoint
-from .profiles import Profile, default_device, get_profile, output_dir
+from .profiles import Profile, as_profile, default_device, output_dir
 from .recipes import DATASET_MODEL_KWARGS, train_config
 from .storage import move_aside, run_lock, save_npz, write_json
 from .training import FitResult, TrainConfig, fit, predict_proba
@@ -94,7 +94,7 @@ def prepare_data(dataset: str, profile, data_root, device, seed: int = 0,
 def data_of(record: dict, data_root: str | Path = DEFAULT_DATA_ROOT, device="cpu") -> ImageDataset:
     """The data exactly as the run behind ``record`` saw it (its profile's subsets, its seed): index i of
     its test split is index i of the run's stored test predictions."""
-    return prepare_data(record["dataset"], get_profile(record["profile"]), data_root, device, record["seed"],
+    return prepare_data(record["dataset"], as_profile(record["profile"]), data_root, device, record["seed"],
                         record.get("train_limit"))
 
 
@@ -118,12 +118,12 @@ class RunPlan:
         return self.path(".json")
 
 
-def plan_run(model: str, dataset: str = "bloodmnist", profile: str | None = None, seed: int = 0,
+def plan_run(model: str, dataset: str = "bloodmnist", profile: Profile | str | None = None, seed: int = 0,
              out: str | Path | None = None, model_kwargs: dict | None = None, tag: str | None = None,
              train_limit: int | None = None, **overrides) -> RunPlan:
     """The run ``run_training`` would train or reuse for these arguments (its name is the hash of
     everything that changes what is trained)."""
-    prof = get_profile(profile)
+    prof = as_profile(profile)
     cfg = train_config(model, dataset, prof, seed=seed, **overrides)
     model_kwargs = dict(model_kwargs or {})
     for key, value in DATASET_MODEL_KWARGS.get(dataset, {}).items():
@@ -209,7 +209,7 @@ def reusable_record(json_path: Path) -> dict | None:
         return None
 
 
-def run_training(model: str, dataset: str = "bloodmnist", profile: str | None = None, seed: int = 0,
+def run_training(model: str, dataset: str = "bloodmnist", profile: Profile | str | None = None, seed: int = 0,
                  out: str | Path | None = None, data_root: str | Path = DEFAULT_DATA_ROOT,
                  resume: bool = True, force: bool | None = None, model_kwargs: dict | None = None,
                  tag: str | None = None, data: ImageDataset | None = None, train_limit: int | None = None,

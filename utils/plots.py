@@ -1,6 +1,8 @@
 """Figures for the notebooks and the report; each ``save_figure`` writes PNG (README) and PDF (report)."""
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import matplotlib
@@ -24,6 +26,11 @@ plt.rcParams.update({"font.size": MIN_FONT, "axes.titlesize": MIN_FONT + 1, "axe
 
 
 ABBREVIATIONS = {"immature granulocytes": "IG"}
+
+
+def typeset(label: str) -> str:
+    """A label as print sets it: '1.5x input' -> '1.5\u00d7 input' (labels are typed in ASCII in the code)."""
+    return re.sub(r"(?<=\d)x(?=\d|\b)", "\u00d7", label)
 
 
 def short_names(class_names: list[str]) -> list[str]:
@@ -252,9 +259,9 @@ def plot_roc_curves(curves: dict[str, tuple]):
     fig, ax = plt.subplots(figsize=(TEXT_WIDTH, 1.8))
     for label, (y, p) in curves.items():
         fpr, tpr, _ = roc_curve(y, p)
-        ax.plot(fpr, tpr, lw=1.2, label=f"{label} (AUC {roc_auc_score(y, p):.3f})")
+        ax.plot(fpr, tpr, lw=1.2, label=f"{typeset(label)} (AUC {roc_auc_score(y, p):.3f})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
+    ax.set(xlabel="1 \u2212 specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, handlelength=1.2, labelspacing=0.25)
     return fig
 
@@ -298,7 +305,7 @@ def plot_scaling(scaling: dict):
         ax.tick_params(axis="x", rotation=45)
         ax.set_xlabel("training patches")
         ax.set_ylabel(name)
-        ax.set_title(f"{name}: {fit['per_tenfold']:+.3f} per 10x patches")
+        ax.set_title(f"{name}: {fit['per_tenfold']:+.3f} per tenfold patches".replace("-", "\u2212"))
     handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
     fig.tight_layout(rect=(0, 0.16, 1, 1))

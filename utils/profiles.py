@@ -1,6 +1,7 @@
-"""Run profiles, resolved here and nowhere else.
+"""Run profiles and every per-profile budget, in one table (``PROFILES``).
 
-``PROFILE`` = smoke | cpu | full (default: full on CUDA, cpu otherwise).
+``PROFILE`` = smoke | cpu | full (default: full on CUDA, cpu otherwise), read by ``get_profile()`` at the
+entry points (notebooks, command lines) only; below them the ``Profile`` object is passed down.
 - smoke: a few hundred images of each split, 1 epoch: seconds, for tests and nbval.
 - cpu:   all data, epochs cut so one model trains in about 10 minutes on 2 CPU cores.
 - full:  the paper recipe (50 epochs), meant for a GPU.
@@ -8,7 +9,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,16 +23,66 @@ class Profile:
     train_limit: int | None   # images drawn (stratified) from train; None = all
     val_limit: int | None     # images drawn (stratified) from val; None = all
     test_limit: int | None    # images drawn (stratified) from test; None = all (the official split)
-    epochs: int | None        # None = the recipe's (full) or utils.recipes.CPU_EPOCHS (cpu)
+    epochs: int | None        # every run's epochs; None = the recipe's, or model_epochs where it names the model
     seeds: tuple[int, ...]    # seeds for multi-seed studies
+    batch_size: int | None = None  # None = the recipe's
+    model_epochs: dict[str, int] = field(default_factory=dict)
+    # Per study: what its runs change from the recipe at this profile (utils.studies reads these by name).
+    budgets: dict[str, dict | None] = field(default_factory=dict)
+
+    def budget(self, study: str) -> dict | None:
+        return self.budgets[study]
 
 
 PROFILES = {
-    # smoke: the fewest images that still give each class of both datasets a few examples in every split and two
-    # steps per epoch at batch 128; make test trains about a hundred of these runs on 2 cores.
-    "smoke": Profile("smoke", train_limit=256, val_limit=128, test_limit=256, epochs=1, seeds=(0,)),
-    "cpu": Profile("cpu", train_limit=None, val_limit=None, test_limit=None, epochs=None, seeds=(0,)),
-    "full": Profile("full", train_limit=None, val_limit=None, test_limit=None, epochs=None, seeds=(0, 1, 2)),
+    # smoke: the fewest images that still give each class of both datasets a few examples in every split (at least
+    # 4 of BloodMNIST's smallest class in val, 8 in test) and four steps per epoch at batch 64; make test trains
+    # about a hundred of these runs on 2 cores.
+    "smoke": Profile(
+        "smoke", train_limit=256, val_limit=64, test_limit=128, epochs=1, seeds=(0,), batch_size=64,
+        budgets={
+            "attention": {}, "imbalance": {},
+            # 128 training images: this halves the longest notebook of make test (05).
+            "ablations": {"train_limit": 128},
+            # The two stages of the cpu profile on the Lite0 pair.
+            "pcam_models": ("Lite0 (scratch)", "Lite0 (ImageNet)"),
+            "pcam_screen": {"train_limit": 192}, "pcam_final": {},
+            "pcam_scaling": {"train_limits": (96, 192)},
+        }),
+    "cpu": Profile(
+        "cpu", train_limit=None, val_limit=None, test_limit=None, epochs=None, seeds=(0,),
+        # Epochs that fit about 10 minutes on 2 cores at 28x28, from measured seconds per epoch
+        # (python -m utils.bench --epoch-times; see README); the zoo models get about 4 minutes each.
+        model_epochs={
+            "simple_cnn": 30, "resnet18": 3, "efficientnet_lite0": 8, "deep_efficientnet": 5,
+            "efficientnet_b0": 9, "efficientnet_b0_se": 7, "efficientnet_b0_cbam": 6, "efficientnet_b0_msff": 6,
+            "cnn_attention": 15, "autoencoder": 15, "vgg": 4, "inception": 4, "deepcmorph_lite": 4,
+        },
+        budgets={
+            # One budget for all four attention variants, set by the slowest.
+            "attention": {"epochs": 6},
+            "imbalance": {"epochs": 10},
+            # 15 full-data runs would take about 2 hours on 2 cores, so each trains on the same stratified
+            # 3,000 training images for 4 epochs (val and test stay whole).
+            "ablations": {"train_limit": 3000, "epochs": 4},
+            # Every PCAM_MODELS entry is screened on 2,000 stratified training patches for 3 epochs (3-8 minutes
+            # each on 2 cores), then the best on validation AUC trains on all training patches (7.3% of PCam, the
+            # budget of the targets) for 6 epochs: at 96x96 the ImageNet Lite0's all-patch run gained 0.0007
+            # validation AUC from 12 epochs over 6 (0.9484 vs 0.9477, both runs in results/runs) for twice the
+            # time, and at 1.5x input 6 epochs already take about 50 minutes.
+            "pcam_models": None,  # all of utils.studies.PCAM_MODELS
+            "pcam_screen": {"train_limit": 2000, "epochs": 3}, "pcam_final": {"epochs": 6},
+            # The learning curve at the final run's budget (6 epochs, the one compared with 12 above).
+            "pcam_scaling": {"train_limits": (2500, 5000, 10000, None), "epochs": 6},
+        }),
+    "full": Profile(
+        "full", train_limit=None, val_limit=None, test_limit=None, epochs=None, seeds=(0, 1, 2),
+        budgets={
+            "attention": {}, "imbalance": {}, "ablations": {},
+            # Every entry trains on all patches, so there is no second stage.
+            "pcam_models": None, "pcam_screen": {}, "pcam_final": None,
+            "pcam_scaling": {"train_limits": (2500, 5000, 10000, None)},
+        }),
 }
 
 
@@ -40,11 +91,20 @@ def default_profile_name() -> str:
 
 
 def get_profile(name: str | None = None) -> Profile:
-    """The named profile, else $PROFILE, else the device default."""
+    """The named profile, else $PROFILE, else the device default. Only entry points call it without a name."""
     name = name or os.environ.get("PROFILE") or default_profile_name()
     if name not in PROFILES:
         raise ValueError(f"PROFILE must be one of {', '.join(PROFILE_NAMES)}, got {name!r}")
     return PROFILES[name]
+
+
+def as_profile(profile: Profile | str) -> Profile:
+    """A profile passed down from an entry point, as the object or its name; never re-read from $PROFILE here."""
+    if isinstance(profile, Profile):
+        return profile
+    if profile is None:
+        raise TypeError("no profile passed down: resolve it once at the entry point with utils.profiles.get_profile()")
+    return get_profile(profile)
 
 
 def default_device() -> torch.device:

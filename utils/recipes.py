@@ -1,5 +1,5 @@
-"""Training recipes: the DeepEfficientNet recipe, per-dataset changes, per-profile epochs, and the
-larger-batch option of the GPU engine."""
+"""Training recipes: the DeepEfficientNet recipe, its per-dataset changes, and the larger-batch option of
+the GPU engine. Per-profile budgets are in utils/profiles.py."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,10 +8,10 @@ import math
 from .profiles import Profile
 from .training import TrainConfig
 
-# The DeepEfficientNet recipe (also used for every other model so comparisons share one engine):
-# AdamW + cosine with warmup, label smoothing 0.1, full augmentation, 50 epochs, mixed precision.
-BASE = TrainConfig(epochs=50, batch_size=128, optimizer="adamw", lr=2e-3, weight_decay=0.05,
-                   schedule="cosine", warmup_epochs=1.0, label_smoothing=0.1, augment="full", amp="auto")
+# The DeepEfficientNet recipe, used for every model so comparisons share one engine: TrainConfig's defaults
+# (AdamW + cosine with a 1-epoch warmup, lr 2e-3, weight decay 0.05, label smoothing 0.1, full augmentation,
+# 50 epochs at batch 128, mixed precision where the device has it). Below: only what differs from them.
+BASE = TrainConfig()
 
 # PatchCamelyon follows its seed project: AdamW with a one-cycle schedule, the best epoch and early
 # stopping chosen on validation AUC, flips / 90-degree turns / colour jitter (no affine warp).
@@ -23,16 +23,6 @@ DATASET_CHANGES: dict[str, dict] = {
 # Model arguments per dataset, given to every model that takes them: 96x96 patches use the standard
 # stride-2 stem (the stride-1 stem exists for 28x28 images).
 DATASET_MODEL_KWARGS: dict[str, dict] = {"pcam": {"stem_stride": 2}}
-
-# cpu profile: epochs that fit about 10 minutes on 2 cores at 28x28, from measured seconds per
-# epoch (python -m utils.bench --epoch-times; see README).
-CPU_EPOCHS = {
-    "simple_cnn": 30, "resnet18": 3, "efficientnet_lite0": 8, "deep_efficientnet": 5,
-    "efficientnet_b0": 9, "efficientnet_b0_se": 7, "efficientnet_b0_cbam": 6, "efficientnet_b0_msff": 6,
-    # The architecture zoo (notebook 08) gets about 4 minutes each.
-    "cnn_attention": 15, "autoencoder": 15, "vgg": 4, "inception": 4, "deepcmorph_lite": 4,
-}
-
 
 # Batch size as a lever. On one H100 at dff1171 a DeepEfficientNet step took 62 ms at batch 128 and 81 ms at 512
 # (../shared/gpu-runs/dff1171/step_profile.txt), so an epoch at 512 costs about a third of the time; but batch 512
@@ -68,10 +58,13 @@ def train_config(model: str, dataset: str, profile: Profile, **overrides) -> Tra
     changes = dict(DATASET_CHANGES.get(dataset, {}))
     if profile.epochs is not None:
         changes["epochs"] = profile.epochs
-    elif profile.name == "cpu":
-        changes["epochs"] = CPU_EPOCHS.get(model, 6)
-    if profile.name == "smoke":
-        changes["batch_size"] = 64
+    elif profile.model_epochs:
+        if model not in profile.model_epochs:
+            raise KeyError(f"the {profile.name} profile has no epochs for {model!r}: add it to model_epochs in "
+                           f"utils/profiles.py (PROFILES)")
+        changes["epochs"] = profile.model_epochs[model]
+    if profile.batch_size is not None:
+        changes["batch_size"] = profile.batch_size
     changes.update(overrides)
     unknown = set(changes) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:

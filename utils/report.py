@@ -60,8 +60,10 @@ MISSING = r"\textit{n/a}"
 
 
 def tex_escape(text: str) -> str:
-    return (str(text).replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%")
-            .replace("_", r"\_").replace("#", r"\#").replace("±", r"$\pm$"))
+    """Text for a table cell, as print sets it: '1.5x input' with a times sign."""
+    escaped = (str(text).replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%")
+               .replace("_", r"\_").replace("#", r"\#").replace("±", r"$\pm$"))
+    return re.sub(r"(?<=\d)x(?=\d|\b)", r"$\\times$", escaped)
 
 
 def signed(x: float, digits: int = 2) -> str:

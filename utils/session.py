@@ -7,10 +7,10 @@ import torch
 
 from .data import DEFAULT_DATA_ROOT, find_bloodmnist, find_pcam, md5sum
 from .experiment import device_name, git_commit
-from .profiles import default_device, get_profile
+from .profiles import Profile, as_profile, default_device
 
 
-def describe_session(data_root=DEFAULT_DATA_ROOT, dataset: str = "bloodmnist") -> dict:
+def describe_session(profile: Profile | str, data_root=DEFAULT_DATA_ROOT, dataset: str = "bloodmnist") -> dict:
     import medmnist
     import pytorch_grad_cam  # noqa: F401
     import sklearn
@@ -19,7 +19,7 @@ def describe_session(data_root=DEFAULT_DATA_ROOT, dataset: str = "bloodmnist") -
     # Full PCam h5 files are several GB: their MD5 is not recomputed here (load_pcam checks their sizes).
     path = find_bloodmnist(data_root) if dataset == "bloodmnist" else find_pcam(data_root)[1]
     info = {
-        "profile": get_profile().name, "device": device_name(default_device()), "git_commit": git_commit(),
+        "profile": as_profile(profile).name, "device": device_name(default_device()), "git_commit": git_commit(),
         "python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
         "medmnist": medmnist.__version__, "scikit-learn": sklearn.__version__, "grad-cam": version("grad-cam"),
         "data": str(path.name), "data_md5": md5sum(path) if path.is_file() else "(full release, size-checked)",

@@ -1,26 +1,83 @@
-"""Multi-run studies (baselines, attention variants, ablations, architecture zoo, class imbalance,
-PatchCamelyon) and their seed summaries. Each study is a table of named runs; the profile decides
-seeds and, in the cpu profile, a stated smaller budget."""
+"""The studies (DeepEfficientNet's seeds, baselines, attention variants, ablations, architecture zoo, class
+imbalance, PatchCamelyon) declared as data: each ``Study`` lists its runs for a profile (``PlannedRun``s) and,
+where a later stage depends on results, computes that stage from the earlier records. ``run_study`` trains or
+reuses them; ``utils.sweep`` plans the same declarations without training. The seed summaries are below."""
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 
 from .experiment import run_training
-from .profiles import default_device, get_profile
+from .profiles import Profile, as_profile, default_device
 from .training import resolve_amp
 
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a study: ``run_training``'s arguments, and the fields its record carries in the study."""
+    label: str
+    model: str
+    seed: int
+    dataset: str = "bloodmnist"
+    arguments: dict = field(default_factory=dict)  # model_kwargs, tag, labels, train_limit, TrainConfig changes
+    fields: dict = field(default_factory=dict)     # e.g. {"stage": "screen"}
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    runs: Callable[[Profile], list[PlannedRun]]
+    # From the records of ``runs`` (labels and fields added), the runs of the next stage; None: one stage.
+    next_stage: Callable[[Profile, list[dict]], list[PlannedRun]] | None = None
+
+
+def train_planned(planned: PlannedRun, profile: Profile) -> dict:
+    """The run's record (trained, or reused where stored) with the study's label and fields."""
+    record = run_training(planned.model, planned.dataset, profile.name, planned.seed, **planned.arguments)
+    return dict(record, label=planned.label, **planned.fields)
+
+
+def run_study(study: Study, profile: Profile | str) -> list[dict]:
+    """Every run of ``study`` under ``profile``, stage by stage, trained or reused."""
+    profile = as_profile(profile)
+    records = [train_planned(p, profile) for p in study.runs(profile)]
+    if study.next_stage is not None:
+        records += [train_planned(p, profile) for p in study.next_stage(profile, records)]
+    return records
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_")
+
+
+def _kwargs(model_kwargs: dict | None) -> dict:
+    return {"model_kwargs": model_kwargs} if model_kwargs else {}
+
+
+# --- DeepEfficientNet (notebook 03; seed 0 is the run notebook 06 explains and the other studies reuse) ----------
+DEEP_EFFICIENTNET = Study("deep_efficientnet", lambda profile: [
+    PlannedRun("DeepEfficientNet", "deep_efficientnet", seed) for seed in profile.seeds])
+
+# --- Baselines (notebook 02, and 08); names and tags match `utils.train`'s runs ----------------------------------
+BASELINES = {"SimpleCNN": ("simple_cnn", {}), "ResNet-18": ("resnet18", {}),
+             "EfficientNet-Lite0 (scratch)": ("efficientnet_lite0", {}),
+             "EfficientNet-Lite0 (ImageNet)": ("efficientnet_lite0", {"pretrained": True}),
+             "DeepEfficientNet": ("deep_efficientnet", {})}
+BASELINE_STUDY = Study("baselines", lambda profile: [
+    PlannedRun(label, model, seed, arguments=_kwargs(kwargs))
+    for label, (model, kwargs) in BASELINES.items() for seed in profile.seeds])
+
+# --- Attention variants on the B0 backbone (notebook 04) ----------------------------------------------------------
 ATTENTION_VARIANTS = {"none": "efficientnet_b0", "SE": "efficientnet_b0_se", "CBAM": "efficientnet_b0_cbam",
                       "MSFF": "efficientnet_b0_msff"}
-# One training budget for all four variants; the cpu profile's is set by the slowest variant.
-ATTENTION_CPU_EPOCHS = 6
+ATTENTION_STUDY = Study("attention", lambda profile: [
+    PlannedRun(label, model, seed, arguments={"tag": f"attention_{_slug(label)}", **profile.budget("attention")})
+    for label, model in ATTENTION_VARIANTS.items() for seed in profile.seeds])
 
-# The ablation budget per profile. cpu: 15 full-data runs would take about 2 hours on 2 cores, so each trains on
-# the same stratified 3,000 training images for 4 epochs (val and test stay whole). smoke: 128 training images,
-# which halves the longest notebook of make test (05).
-ABLATION_BUDGET = {"smoke": {"train_limit": 128}, "cpu": {"train_limit": 3000, "epochs": 4}, "full": {}}
-
-# The ablation study: each entry changes one thing from the DeepEfficientNet recipe.
+# --- Ablations (notebook 05): each entry changes one thing from the DeepEfficientNet recipe -----------------------
 ABLATIONS: dict[str, dict] = {
     "recipe": {},
     "SE off": {"model_kwargs": {"se": False}},
@@ -41,38 +98,6 @@ ABLATIONS: dict[str, dict] = {
 }
 
 
-def _slug(label: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_")
-
-
-BASELINES = {"SimpleCNN": ("simple_cnn", {}), "ResNet-18": ("resnet18", {}),
-             "EfficientNet-Lite0 (scratch)": ("efficientnet_lite0", {}),
-             "EfficientNet-Lite0 (ImageNet)": ("efficientnet_lite0", {"pretrained": True}),
-             "DeepEfficientNet": ("deep_efficientnet", {})}
-
-
-def run_deep_efficientnet(profile: str | None = None, dataset: str = "bloodmnist") -> list[dict]:
-    """DeepEfficientNet with its recipe once per profile seed (notebook 03; seed 0 is the run that
-    notebook 06 explains and the other studies reuse)."""
-    prof = get_profile(profile)
-    return [run_training("deep_efficientnet", dataset, prof.name, seed) for seed in prof.seeds]
-
-
-def run_baselines(profile: str | None = None, dataset: str = "bloodmnist") -> list[dict]:
-    """Each baseline with its recipe once per profile seed; names and tags match `utils.train`'s runs."""
-    prof = get_profile(profile)
-    return [dict(run_training(model, dataset, prof.name, seed, model_kwargs=kwargs or None), label=label)
-            for label, (model, kwargs) in BASELINES.items() for seed in prof.seeds]
-
-
-def run_attention_study(profile: str | None = None, dataset: str = "bloodmnist") -> list[dict]:
-    prof = get_profile(profile)
-    budget = {"epochs": ATTENTION_CPU_EPOCHS} if prof.name == "cpu" else {}
-    return [dict(run_training(model, dataset, prof.name, seed, tag=f"attention_{_slug(label)}", **budget),
-                 label=label)
-            for label, model in ATTENTION_VARIANTS.items() for seed in prof.seeds]
-
-
 def effective_ablations(recipe_amp: torch.dtype | None) -> dict[str, dict]:
     """The ablations that change something where the recipe's ``amp="auto"`` resolves to ``recipe_amp``:
     "AMP off (fp32)" is the recipe itself on a CPU, "AMP bf16" the recipe itself on a bf16 GPU."""
@@ -85,35 +110,26 @@ def _device_of(amp: str) -> torch.device:
     return default_device() if amp == "auto" else torch.device("cpu")
 
 
-def run_ablation_study(profile: str | None = None, dataset: str = "bloodmnist") -> list[dict]:
-    prof = get_profile(profile)
-    budget = ABLATION_BUDGET[prof.name]
-    records = []
+def _ablation_runs(profile: Profile) -> list[PlannedRun]:
+    budget = profile.budget("ablations")
+    runs = []
     for label, change in effective_ablations(resolve_amp("auto", default_device())).items():
-        change = dict(change)
-        model_kwargs = change.pop("model_kwargs", None)
-        for seed in prof.seeds:
-            # With the profile's own budget the unchanged recipe is notebook 03's run: reused, not retrained.
-            changed = change or model_kwargs or budget
-            tag = f"ablation_{_slug(label)}" if changed else None
-            record = run_training("deep_efficientnet", dataset, prof.name, seed, model_kwargs=model_kwargs,
-                                  tag=tag, **budget, **change)
-            records.append(dict(record, label=label))
-    return records
+        # With the profile's own budget the unchanged recipe is notebook 03's run: reused, not retrained.
+        tag = {"tag": f"ablation_{_slug(label)}"} if change or budget else {}
+        runs += [PlannedRun(label, "deep_efficientnet", seed, arguments={**tag, **budget, **change})
+                 for seed in profile.seeds]
+    return runs
 
 
+ABLATION_STUDY = Study("ablations", _ablation_runs)
+
+# --- Architecture zoo (notebook 08): each zoo model with the shared recipe (same runs as `utils.train`) -----------
 ZOO = {"CNN + CBAM": "cnn_attention", "VGG": "vgg", "Inception": "inception",
        "Autoencoder (pre-trained)": "autoencoder", "DeepCMorph-lite": "deepcmorph_lite"}
+ZOO_STUDY = Study("zoo", lambda profile: [
+    PlannedRun(label, model, seed) for label, model in ZOO.items() for seed in profile.seeds])
 
-
-def run_zoo(profile: str | None = None, dataset: str = "bloodmnist") -> list[dict]:
-    """Each zoo model with the shared recipe, over the profile's seeds (same runs as `utils.train`)."""
-    prof = get_profile(profile)
-    return [dict(run_training(model, dataset, prof.name, seed), label=label)
-            for label, model in ZOO.items() for seed in prof.seeds]
-
-
-# Strategies against BloodMNIST's class imbalance, each a change to the SimpleCNN recipe.
+# --- Class imbalance (notebook 08): strategies, each a change to the SimpleCNN recipe ------------------------------
 IMBALANCE_STRATEGIES = {
     "cross_entropy": ("Cross-entropy", {}),
     "class_weighted": ("Class-weighted CE", {"class_weighted": True}),
@@ -121,17 +137,12 @@ IMBALANCE_STRATEGIES = {
     "focal": ("Focal loss", {"loss": "focal"}),
 }
 IMBALANCE_MODEL = "simple_cnn"
-IMBALANCE_CPU_EPOCHS = 10
+IMBALANCE_STUDY = Study("imbalance", lambda profile: [
+    PlannedRun(label, IMBALANCE_MODEL, seed, arguments={"tag": f"imbalance_{key}", "labels": {"imbalance": key},
+                                                        **profile.budget("imbalance"), **change})
+    for key, (label, change) in IMBALANCE_STRATEGIES.items() for seed in profile.seeds])
 
-
-def run_imbalance_study(profile: str | None = None, dataset: str = "bloodmnist") -> list[dict]:
-    prof = get_profile(profile)
-    budget = {"epochs": IMBALANCE_CPU_EPOCHS} if prof.name == "cpu" else {}
-    return [dict(run_training(IMBALANCE_MODEL, dataset, prof.name, seed, tag=f"imbalance_{key}",
-                              labels={"imbalance": key}, **budget, **change), label=label)
-            for key, (label, change) in IMBALANCE_STRATEGIES.items() for seed in prof.seeds]
-
-
+# --- PatchCamelyon (notebook 07) ------------------------------------------------------------------------------------
 PCAM_MODELS = {
     "EfficientNet-B0": ("efficientnet_b0", {}), "B0 + SE": ("efficientnet_b0_se", {}),
     "B0 + CBAM": ("efficientnet_b0_cbam", {}), "B0 + MSFF": ("efficientnet_b0_msff", {}),
@@ -140,62 +151,87 @@ PCAM_MODELS = {
     # ImageNet features were learnt at 224x224; 1.5x (144x144) costs 2.5x the compute of 96x96 on 2 cores.
     "Lite0 (ImageNet, 1.5x input)": ("efficientnet_lite0", {"pretrained": True, "input_scale": 1.5}),
 }
-# The cpu profile screens every entry on 2,000 stratified training patches for 3 epochs (3-8 minutes each
-# on 2 cores), then trains the one with the best validation AUC on all training patches (7.3% of PCam, the
-# budget of the targets) for 6 epochs: at 96x96 the ImageNet Lite0's all-patch run gained 0.0007
-# validation AUC from 12 epochs over 6 (0.9484 vs 0.9477, both runs in results/runs) for twice the time,
-# and at 1.5x input 6 epochs already take about 50 minutes. The full profile trains every entry on all
-# patches, so it has no second stage. Smoke runs the same two stages on the Lite0 pair.
-PCAM_SMOKE_MODELS = ("Lite0 (scratch)", "Lite0 (ImageNet)")
-PCAM_SCREEN_BUDGET = {"smoke": {"train_limit": 192}, "cpu": {"train_limit": 2000, "epochs": 3}, "full": {}}
-PCAM_FINAL_BUDGET = {"smoke": {}, "cpu": {"epochs": 6}, "full": None}
 FINAL_SUFFIX = " (all patches)"
 
 
-def run_pcam_study(profile: str | None = None) -> list[dict]:
-    """Screen the PCAM_MODELS under the profile's PCAM_SCREEN_BUDGET, then, if the profile has a
-    PCAM_FINAL_BUDGET, retrain the screen's best model on validation AUC on all training patches.
-    Records carry ``label`` and ``stage`` ("screen" or "final")."""
-    prof = get_profile(profile)
-    models = {k: PCAM_MODELS[k] for k in PCAM_SMOKE_MODELS} if prof.name == "smoke" else PCAM_MODELS
-
-    def train(label: str, budget: dict, stage: str) -> list[dict]:
-        model, kwargs = PCAM_MODELS[label]
-        return [dict(run_training(model, "pcam", prof.name, seed, model_kwargs=kwargs or None, **budget),
-                     label=label + (FINAL_SUFFIX if stage == "final" else ""), stage=stage)
-                for seed in prof.seeds]
-
-    records = [r for label in models for r in train(label, PCAM_SCREEN_BUDGET[prof.name], "screen")]
-    final_budget = PCAM_FINAL_BUDGET[prof.name]
-    if final_budget is not None:
-        winner = max(records, key=lambda r: r["val"]["auc"])["label"]
-        records += train(winner, final_budget, "final")
-    return records
+def _pcam_runs(label: str, budget: dict, stage: str, profile: Profile) -> list[PlannedRun]:
+    model, kwargs = PCAM_MODELS[label]
+    return [PlannedRun(label + (FINAL_SUFFIX if stage == "final" else ""), model, seed, "pcam",
+                       {**_kwargs(kwargs), **budget}, {"stage": stage}) for seed in profile.seeds]
 
 
-# Training patches against validation AUC for one model at one budget per profile: how far does the 7.3% budget
-# fall short, and how fast does more data help? The cpu profile's 6-epoch budget is the one whose
-# all-patch run validation compared with 12 epochs (0.9477 vs 0.9484 AUC).
+def _pcam_screen(profile: Profile) -> list[PlannedRun]:
+    """Each of the profile's PCAM_MODELS (its budget's "pcam_models", None = all) under its screen budget."""
+    labels = profile.budget("pcam_models") or tuple(PCAM_MODELS)
+    return [p for label in labels for p in _pcam_runs(label, profile.budget("pcam_screen"), "screen", profile)]
+
+
+def _pcam_final(profile: Profile, screen: list[dict]) -> list[PlannedRun]:
+    """With a final budget: the screen's best model on validation AUC, retrained on all training patches."""
+    budget = profile.budget("pcam_final")
+    if budget is None:
+        return []
+    winner = max(screen, key=lambda r: r["val"]["auc"])["label"]
+    return _pcam_runs(winner, budget, "final", profile)
+
+
+PCAM_STUDY = Study("pcam", _pcam_screen, _pcam_final)
+
 # The targets of the PatchCamelyon issue on our test split, with 7.3% of PCam's training patches.
 PCAM_TARGETS = {"auc": 0.965, "acc": 0.90}
+# Training patches against validation AUC for one model at one budget per profile: how far does the 7.3% budget
+# fall short, and how fast does more data help?
 PCAM_SCALING_MODEL = "Lite0 (ImageNet)"
-PCAM_SCALING = {"smoke": {"train_limits": (96, 192), "budget": {}},
-                "cpu": {"train_limits": (2500, 5000, 10000, None), "budget": {"epochs": 6}},
-                "full": {"train_limits": (2500, 5000, 10000, None), "budget": {}}}
 
 
-def run_pcam_scaling(profile: str | None = None) -> list[dict]:
-    """PCAM_SCALING_MODEL trained on stratified subsets of the training patches (None = all), over the
-    profile's seeds; records carry ``label``."""
-    prof = get_profile(profile)
+def _pcam_scaling_runs(profile: Profile) -> list[PlannedRun]:
     model, kwargs = PCAM_MODELS[PCAM_SCALING_MODEL]
-    plan = PCAM_SCALING[prof.name]
-    records = []
-    for limit in plan["train_limits"]:
-        for seed in prof.seeds:
-            records.append(dict(run_training(model, "pcam", prof.name, seed, model_kwargs=kwargs, train_limit=limit,
-                                             **plan["budget"]), label=PCAM_SCALING_MODEL))
-    return records
+    budget = dict(profile.budget("pcam_scaling"))
+    limits = budget.pop("train_limits")
+    return [PlannedRun(PCAM_SCALING_MODEL, model, seed, "pcam", {"model_kwargs": kwargs, "train_limit": limit, **budget})
+            for limit in limits for seed in profile.seeds]
+
+
+PCAM_SCALING_STUDY = Study("pcam_scaling", _pcam_scaling_runs)
+
+# Headline runs first: if a sweep is cut short, what is done is what matters most.
+STUDIES = {study.name: study for study in (DEEP_EFFICIENTNET, BASELINE_STUDY, ATTENTION_STUDY, ZOO_STUDY,
+                                           IMBALANCE_STUDY, ABLATION_STUDY, PCAM_STUDY, PCAM_SCALING_STUDY)}
+
+
+# The notebooks' names for the studies.
+def run_deep_efficientnet(profile: Profile | str) -> list[dict]:
+    return run_study(DEEP_EFFICIENTNET, profile)
+
+
+def run_baselines(profile: Profile | str) -> list[dict]:
+    return run_study(BASELINE_STUDY, profile)
+
+
+def run_attention_study(profile: Profile | str) -> list[dict]:
+    return run_study(ATTENTION_STUDY, profile)
+
+
+def run_ablation_study(profile: Profile | str) -> list[dict]:
+    return run_study(ABLATION_STUDY, profile)
+
+
+def run_zoo(profile: Profile | str) -> list[dict]:
+    return run_study(ZOO_STUDY, profile)
+
+
+def run_imbalance_study(profile: Profile | str) -> list[dict]:
+    return run_study(IMBALANCE_STUDY, profile)
+
+
+def run_pcam_study(profile: Profile | str) -> list[dict]:
+    """The screen, then (with a final budget) the screen's validation-AUC winner on all training patches;
+    records carry ``label`` and ``stage`` ("screen" or "final")."""
+    return run_study(PCAM_STUDY, profile)
+
+
+def run_pcam_scaling(profile: Profile | str) -> list[dict]:
+    return run_study(PCAM_SCALING_STUDY, profile)
 
 
 def summarize(records: list[dict], by: str = "label") -> list[dict]:

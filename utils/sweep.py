@@ -1,11 +1,11 @@
 """`python -m utils.sweep [--profile P] [--workers N] [--only STUDY ...] [--dry-run]`: every training
 run the notebooks need, trained N at a time, so that executing the notebooks afterwards trains nothing.
 
-The runs are planned by calling the studies themselves with ``run_training`` swapped for a planner,
-so this list can never drift from what the notebooks train. Stored runs are skipped. A study whose
-next stage depends on results (PatchCamelyon's final run retrains the screen's winner) is planned
-again once those results exist. Each run trains in its own worker process: one GPU holds several of
-these small models at once and keeps busier than with one at a time; on a CPU, workers share the cores.
+The runs are the studies' own declarations (``utils.studies.STUDIES``), so this list can never drift from
+what the notebooks train. Stored runs are skipped. A study whose next stage depends on results
+(PatchCamelyon's final run retrains the screen's winner) is planned again once those results exist. Each
+run trains in its own worker process: one GPU holds several of these small models at once and keeps busier
+than with one at a time; on a CPU, workers share the cores.
 """
 from __future__ import annotations
 
@@ -14,70 +14,51 @@ import inspect
 import os
 import sys
 import time
-from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
-from unittest import mock
 
 import torch
 
-from . import studies
 from .experiment import InvalidRunRecord, check_run_record, plan_run, run_training
-from .profiles import PROFILE_NAMES, get_profile
-
-# Headline runs first: if a sweep is cut short, what is done is what matters most.
-STUDIES = {
-    "deep_efficientnet": studies.run_deep_efficientnet,  # notebook 03 (06 explains seed 0)
-    "baselines": studies.run_baselines,                  # 02 (and 08)
-    "attention": studies.run_attention_study,            # 04
-    "zoo": studies.run_zoo,                              # 08
-    "imbalance": studies.run_imbalance_study,            # 08
-    "ablations": studies.run_ablation_study,             # 05
-    "pcam": studies.run_pcam_study,                      # 07
-    "pcam_scaling": studies.run_pcam_scaling,            # 07
-}
-
+from .profiles import PROFILE_NAMES, Profile, as_profile, get_profile
+from .studies import STUDIES, PlannedRun
 
 # run_training's arguments that do not name a run (where the data comes from, resume, extra record fields).
 RUN_ONLY_ARGS = set(inspect.signature(run_training).parameters) - set(inspect.signature(plan_run).parameters)
 
 
-class Pending(Exception):
-    """A study read a metric of a run that is planned but not trained yet."""
+def _stored(planned: PlannedRun, profile: Profile) -> tuple[str, dict | None]:
+    """The run's name, and its record with the study's label and fields if a valid one is stored."""
+    naming = {k: v for k, v in planned.arguments.items() if k not in RUN_ONLY_ARGS}
+    run = plan_run(planned.model, planned.dataset, profile.name, planned.seed, **naming)
+    try:
+        return run.name, dict(check_run_record(run.json_path), label=planned.label, **planned.fields)
+    except (FileNotFoundError, InvalidRunRecord):
+        return run.name, None  # missing, or not to be trusted: run_training moves a bad record aside and trains
 
 
-class _PendingMetrics(Mapping):
-    def __getitem__(self, key):
-        raise Pending(key)
-
-    def __iter__(self):
-        raise Pending("metrics")
-
-    def __len__(self):
-        return 0
-
-
-def plan(names: list[str], profile: str) -> dict[str, dict]:
+def plan(names: list[str], profile: Profile | str) -> dict[str, dict]:
     """Run name -> ``run_training`` arguments of every run the named studies need that is not stored
-    yet, each run once, in study order."""
+    yet, each run once, in study order. A next stage is planned once every run of its study's first stage
+    is stored."""
+    profile = as_profile(profile)
     planned: dict[str, dict] = {}
 
-    def planner(model, dataset="bloodmnist", profile=None, seed=0, **kwargs):
-        run = plan_run(model, dataset, profile, seed, **{k: v for k, v in kwargs.items() if k not in RUN_ONLY_ARGS})
-        try:
-            return check_run_record(run.json_path)
-        except (FileNotFoundError, InvalidRunRecord):
-            pass  # missing, or not to be trusted: run_training moves a bad record aside and trains
-        planned.setdefault(run.name, dict(model=model, dataset=dataset, profile=profile, seed=seed, **kwargs))
-        return {"run": run.name, "model": model, "seed": seed, "pending": True,
-                "val": _PendingMetrics(), "test": _PendingMetrics()}
+    def add(runs: list[PlannedRun]) -> list[dict | None]:
+        records = []
+        for p in runs:
+            name, record = _stored(p, profile)
+            if record is None:
+                planned.setdefault(name, dict(model=p.model, dataset=p.dataset, profile=profile.name, seed=p.seed,
+                                              **p.arguments))
+            records.append(record)
+        return records
 
-    with mock.patch.object(studies, "run_training", planner):
-        for name in names:
-            try:
-                STUDIES[name](profile)
-            except Pending:
-                pass  # the rest of this study waits for the runs planned so far
+    for name in names:
+        study = STUDIES[name]
+        records = add(study.runs(profile))
+        if study.next_stage is not None and all(r is not None for r in records):
+            add(study.next_stage(profile, records))
     return planned
 
 
@@ -112,14 +93,15 @@ def _train(kwargs: dict) -> tuple[str, float]:
     return record["run"], time.time() - started
 
 
-def sweep(names: list[str], profile: str, workers: int, dry_run: bool = False) -> int:
+def sweep(names: list[str], profile: Profile | str, workers: int, dry_run: bool = False) -> int:
     """Train everything ``plan`` lists, ``workers`` at a time, until nothing is left; 1 if a run failed."""
+    profile = as_profile(profile)
     started, attempted = time.time(), set()
     # The caller's thread budget (its cores, or less where it was told so, as under make test) shared out.
     threads = max(1, torch.get_num_threads() // workers)
     while True:
         todo = plan(names, profile)
-        print(f"sweep ({profile}): {len(todo)} run{'' if len(todo) == 1 else 's'} to train"
+        print(f"sweep ({profile.name}): {len(todo)} run{'' if len(todo) == 1 else 's'} to train"
               + (" (dry run)" if dry_run else ""), flush=True)
         if dry_run:
             print("\n".join(f"  {run}" for run in todo))
@@ -160,7 +142,7 @@ def main(argv=None):
                         help=f"studies to run, of: {', '.join(STUDIES)}")
     parser.add_argument("--dry-run", action="store_true", help="list the runs to train and stop")
     args = parser.parse_args(argv)
-    sys.exit(sweep(args.only, get_profile(args.profile).name, args.workers or default_workers(), args.dry_run))
+    sys.exit(sweep(args.only, get_profile(args.profile), args.workers or default_workers(), args.dry_run))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import json
 from .data import DATASETS, DEFAULT_DATA_ROOT, DataIntegrityError
 from .experiment import run_training
 from .models import MODEL_NAMES
-from .profiles import PROFILE_NAMES
+from .profiles import PROFILE_NAMES, get_profile
 from .storage import StorageFullError
 from .training import NonFiniteLossError
 
@@ -33,7 +33,7 @@ def main(argv=None):
     if args.epochs:
         extra["epochs"] = args.epochs
     try:
-        record = run_training(args.model, args.dataset, args.profile, args.seed, args.out, args.data_root,
+        record = run_training(args.model, args.dataset, get_profile(args.profile), args.seed, args.out, args.data_root,
                               resume=args.resume, force=args.force, train_limit=args.train_limit, **extra)
     except (FileNotFoundError, DataIntegrityError, NonFiniteLossError, StorageFullError) as error:
         parser.exit(1, f"error: {error}\n")  # the message names the file or the step, and the fix
