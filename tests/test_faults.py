@@ -20,11 +20,12 @@ from tests.conftest import REPO
 from utils import experiment, storage
 from utils.data import DataIntegrityError, ImageDataset, ImageSplit, find_bloodmnist, load_pcam
 from utils.models import CheckpointError, build_model, load_checkpoint, save_checkpoint
+from utils.profiles import get_profile
 from utils.training import NonFiniteLossError, TrainConfig, fit, predict_proba
 
 # A smoke run of the smallest model, at batch 64.
 RUN = ["--model", "simple_cnn", "--profile", "smoke", "--epochs", "3", "--seed", "3"]
-STEPS_PER_EPOCH = len(experiment.prepare_data("bloodmnist", experiment.get_profile("smoke"), experiment.DEFAULT_DATA_ROOT,
+STEPS_PER_EPOCH = len(experiment.prepare_data("bloodmnist", get_profile("smoke"), experiment.DEFAULT_DATA_ROOT,
                                               "cpu").splits["train"]) // 64
 THREADS = torch.get_num_threads()
 

@@ -4,6 +4,7 @@ import torch
 
 from utils.data import (PCAM_SUBSET, DataIntegrityError, find_duplicates, find_pcam, load_pcam, load_pcam_h5)
 from utils.metrics import binary_metrics, choose_threshold
+from utils.profiles import get_profile
 
 
 def test_subset_splits_and_copies_dropped(pcam):
@@ -79,7 +80,7 @@ def test_tta_scores_a_stored_run_once_and_reuses_it(pcam, tmp_path, monkeypatch)
     # A narrow SimpleCNN: 8 views of 768 patches at 96x96 cost 15x less than at the default width.
     record = experiment.run_training("simple_cnn", "pcam", "smoke", 0, out=tmp_path / "runs", data_root=data_root,
                                      model_kwargs={"width": 8},
-                                     data=experiment.prepare_data("pcam", experiment.get_profile("smoke"), data_root,
+                                     data=experiment.prepare_data("pcam", get_profile("smoke"), data_root,
                                                                   "cpu"))
     monkeypatch.chdir(tmp_path)
     scored = experiment.score_with_tta(record, data_root)
@@ -87,7 +88,7 @@ def test_tta_scores_a_stored_run_once_and_reuses_it(pcam, tmp_path, monkeypatch)
     assert Path(scored["predictions"]).is_file() and scored["tta_scoring"]["git_commit"]
     # The stored probabilities are the mean over the 8 views of the run's checkpoint, image by image.
     model, _ = load_checkpoint(record["checkpoint"])
-    images = experiment.prepare_data("pcam", experiment.get_profile("smoke"), data_root, "cpu").splits["test"].images[:4]
+    images = experiment.prepare_data("pcam", get_profile("smoke"), data_root, "cpu").splits["test"].images[:4]
     with torch.no_grad():
         expected = torch.stack([torch.softmax(model.eval()(v), 1) for v in dihedral_views(images.float() / 255)]).mean(0)
     with np.load(scored["predictions"]) as npz:

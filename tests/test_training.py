@@ -234,3 +234,14 @@ def test_a_larger_batch_scales_the_learning_rate_and_keeps_the_warmup_steps():
     assert all(set(change) <= set(TrainConfig.__dataclass_fields__) and change["batch_size"] > BASE.batch_size
                for change in LARGE_BATCH_CANDIDATES.values())
     assert large_batch_holds(0.968, 0.972) and not large_batch_holds(0.960, 0.972)
+
+
+def test_a_change_to_the_smoke_cuts_renames_its_runs_and_leaves_the_cpu_names_alone():
+    import dataclasses
+    from utils.experiment import plan_run
+    smoke = get_profile("smoke")
+    assert plan_run("simple_cnn", profile=smoke).identity["profile_limits"] == {
+        "train_limit": smoke.train_limit, "val_limit": smoke.val_limit, "test_limit": smoke.test_limit}
+    recut = dataclasses.replace(smoke, test_limit=2 * smoke.test_limit)
+    assert plan_run("simple_cnn", profile=recut).name != plan_run("simple_cnn", profile=smoke).name
+    assert "profile_limits" not in plan_run("simple_cnn", profile="cpu").identity

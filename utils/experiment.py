@@ -98,6 +98,11 @@ def data_of(record: dict, data_root: str | Path = DEFAULT_DATA_ROOT, device="cpu
                         record.get("train_limit"))
 
 
+def profile_limits(profile: Profile) -> dict[str, int]:
+    """The profile's cuts of the data (train, val, test images) that are set."""
+    return {k: getattr(profile, k) for k in ("train_limit", "val_limit", "test_limit") if getattr(profile, k)}
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """Everything that names a run, resolved before anything is trained."""
@@ -137,6 +142,10 @@ def plan_run(model: str, dataset: str = "bloodmnist", profile: Profile | str | N
                 "model_kwargs": model_kwargs}
     if train_limit:
         identity["train_limit"] = train_limit
+    # A profile that cuts the data names its cuts, so a run stored before they changed is not reused (the cpu
+    # and full profiles cut nothing: their names are unchanged).
+    if limits := profile_limits(prof):
+        identity["profile_limits"] = limits
     # Runs from ImageNet weights are named apart from scratch runs of the same model.
     tag = tag or (f"{model}_pretrained" if model_kwargs.get("pretrained") else None)
     name = f"{tag or model}-{dataset}-{prof.name}-s{seed}-{config_hash(identity)}"
@@ -153,6 +162,8 @@ def record_identity(record: dict) -> dict:
     identity = {key: record[key] for key in ("model", "dataset", "profile", "config", "model_kwargs")}
     if record.get("train_limit"):
         identity["train_limit"] = record["train_limit"]
+    if record.get("profile_limits"):
+        identity["profile_limits"] = record["profile_limits"]
     return identity
 
 

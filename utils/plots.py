@@ -145,11 +145,13 @@ def plot_params_vs_accuracy(rows: list[dict]):
 def plot_image_grid(images: list[np.ndarray], titles: list[str], columns: int = 8, width: float = TEXT_WIDTH - 0.3):
     """Images in a grid ``width`` inches wide, each titled (one or two lines; a long title may reach past its
     tile, hence the margin under the text width)."""
-    rows = int(np.ceil(len(images) / columns))
+    rows = max(1, int(np.ceil(len(images) / columns)))  # one empty row says that there is nothing to show
     tile = width / columns
     fig, axes = plt.subplots(rows, columns, figsize=(width, rows * (tile + 0.3)), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
+    if not images:
+        fig.text(0.5, 0.5, "no such image in this split", ha="center", va="center")
     for ax, img, title in zip(axes.flat, images, titles):
         ax.imshow(img)
         ax.set_title(title, pad=2)
@@ -305,7 +307,7 @@ def plot_scaling(scaling: dict):
         ax.tick_params(axis="x", rotation=45)
         ax.set_xlabel("training patches")
         ax.set_ylabel(name)
-        ax.set_title(f"{name}: {fit['per_tenfold']:+.3f} per tenfold patches".replace("-", "\u2212"))
+        ax.set_title(f"{name}: {fit['per_tenfold']:+.3f} per 10\u00d7 patches".replace("-", "\u2212"))
     handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
     fig.tight_layout(rect=(0, 0.16, 1, 1))
