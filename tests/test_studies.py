@@ -168,3 +168,34 @@ def test_epoch_variants_are_the_runs_that_differ_only_in_epochs(tmp_path):
     write("other_seed", 12, seed=1)
     assert sorted(r["run"].split("-")[0] for r in epoch_variants(six)) == ["six", "twelve"]
     assert {r["label"] for r in epoch_variants(dict(six, label="Lite0"))} == {"Lite0"}
+
+
+def test_the_recipe_search_screens_one_change_at_a_time_and_confirms_the_validation_winner(monkeypatch):
+    import utils.studies as studies
+    from utils.recipes import BASE
+    calls = []
+
+    def fake_run_training(model, dataset, profile, seed, **arguments):
+        calls.append((seed, arguments))
+        label = arguments.get("tag", "recipe")
+        acc = 0.99 if label == "recipe_4x_batch" else 0.97 if arguments.get("augment") == "basic" else 0.95
+        return {"model": model, "seed": seed, "val": {"acc": acc}}
+
+    monkeypatch.setattr(studies, "run_training", fake_run_training)
+    full = get_profile("full")
+    records = studies.run_recipe_search(full)
+    screen = [r for r in records if r["stage"] == "screen"]
+    assert [r["label"] for r in screen] == list(studies.RECIPE_SEARCH) and {r["seed"] for r in screen} == {0}
+    changes = {r["label"]: args for r, (_, args) in zip(screen, calls)}
+    assert changes["recipe"] == {}  # notebook 03's run, reused
+    assert changes["2x epochs"]["epochs"] == 2 * BASE.epochs
+    assert changes["4x batch"]["batch_size"] == 4 * BASE.batch_size and changes["4x batch"]["lr"] == 2 * BASE.lr
+    # A larger batch that keeps the recipe's accuracy (0.99 against 0.95) is eligible, and here the best.
+    assert studies.recipe_search_winner(screen) == "4x batch"
+    confirm = [r for r in records if r["stage"] == "confirm"]
+    assert [r["seed"] for r in confirm] == [1, 2] and {r["label"] for r in confirm} == {"4x batch"}
+    # A larger batch that loses the recipe's accuracy is never chosen, however the others fare.
+    losing = [dict(r, val={"acc": 0.90 if r["label"] in studies.LARGE_BATCH_LABELS else r["val"]["acc"]}) for r in screen]
+    assert studies.recipe_search_winner(losing) == "basic augmentation"
+    calls.clear()
+    assert studies.run_recipe_search("cpu") == [] and calls == []  # no search at the cpu budget

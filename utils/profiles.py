@@ -44,6 +44,8 @@ PROFILES = {
             "attention": {}, "imbalance": {},
             # 128 training images: this halves the longest notebook of make test (05).
             "ablations": {"train_limit": 128},
+            # The whole search on the profile's 256 images (four steps at batch 64, one at 4x).
+            "recipe_search": {},
             # The two stages of the cpu profile on the Lite0 pair.
             "pcam_models": ("Lite0 (scratch)", "Lite0 (ImageNet)"),
             "pcam_screen": {"train_limit": 192}, "pcam_final": {},
@@ -65,6 +67,8 @@ PROFILES = {
             # 15 full-data runs would take about 2 hours on 2 cores, so each trains on the same stratified
             # 3,000 training images for 4 epochs (val and test stay whole).
             "ablations": {"train_limit": 3000, "epochs": 4},
+            # None: 5-epoch screens would not choose the 50-epoch recipe (utils.studies, RECIPE_SEARCH).
+            "recipe_search": None,
             # Every PCAM_MODELS entry is screened on 2,000 stratified training patches for 3 epochs (3-8 minutes
             # each on 2 cores), then the best on validation AUC trains on all training patches (7.3% of PCam, the
             # budget of the targets) for 6 epochs: at 96x96 the ImageNet Lite0's all-patch run gained 0.0007
@@ -78,7 +82,7 @@ PROFILES = {
     "full": Profile(
         "full", train_limit=None, val_limit=None, test_limit=None, epochs=None, seeds=(0, 1, 2),
         budgets={
-            "attention": {}, "imbalance": {}, "ablations": {},
+            "attention": {}, "imbalance": {}, "ablations": {}, "recipe_search": {},
             # Every entry trains on all patches, so there is no second stage.
             "pcam_models": None, "pcam_screen": {}, "pcam_final": None,
             "pcam_scaling": {"train_limits": (2500, 5000, 10000, None)},
