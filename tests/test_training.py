@@ -222,7 +222,8 @@ def test_graph_step_reads_nothing_back_on_the_host(tiny, model_name):
 
 def test_a_larger_batch_scales_the_learning_rate_and_keeps_the_warmup_steps():
     import dataclasses
-    from utils.recipes import BASE, LARGE_BATCH_CANDIDATES, batch_scaled, large_batch_holds
+    from utils.recipes import BASE, batch_scaled, large_batch_holds
+    from utils.studies import LARGE_BATCH_LABELS, RECIPE_SEARCH
     from utils.training import schedule_values
     steps = {128: 11959 // 128, 512: 11959 // 512}  # BloodMNIST's training split, last partial batch dropped
     recipe = dataclasses.replace(BASE, epochs=6)
@@ -231,8 +232,11 @@ def test_a_larger_batch_scales_the_learning_rate_and_keeps_the_warmup_steps():
     peak_step = {b: int(schedule_values(cfg, steps[b]).argmax()) for b, cfg in ((128, recipe), (512, larger))}
     assert abs(peak_step[512] - peak_step[128]) <= 512 // 128  # the same warmup in steps, up to rounding
     assert peak_step[128] == steps[128]  # the recipe's one epoch
-    assert all(set(change) <= set(TrainConfig.__dataclass_fields__) and change["batch_size"] > BASE.batch_size
-               for change in LARGE_BATCH_CANDIDATES.values())
+    # The recipe search's larger batches, at the full profile's batch: every one larger, with the rule's learning rate.
+    for label in LARGE_BATCH_LABELS:
+        change = RECIPE_SEARCH[label](get_profile("full"))
+        assert set(change) <= set(TrainConfig.__dataclass_fields__) and change["batch_size"] > BASE.batch_size
+        assert change["lr"] == pytest.approx(BASE.lr * (change["batch_size"] / BASE.batch_size) ** 0.5)
     assert large_batch_holds(0.968, 0.972) and not large_batch_holds(0.960, 0.972)
 
 

@@ -175,7 +175,8 @@ def epoch_variants(record: dict) -> list[dict]:
 
     def identity(r: dict) -> dict:
         return {"config": dict(r["config"], epochs=None),
-                **{k: r.get(k) for k in ("model", "dataset", "profile", "model_kwargs", "train_limit", "seed")}}
+                **{k: r.get(k) for k in ("model", "dataset", "profile", "profile_limits", "model_kwargs", "train_limit",
+                                         "seed")}}
     return [dict(r, label=record.get("label", record["model"]))
             for r in load_results(Path(record["predictions"]).parent) if identity(r) == identity(record)]
 

@@ -27,8 +27,8 @@ DATASET_MODEL_KWARGS: dict[str, dict] = {"pcam": {"stem_stride": 2}}
 # Batch size as a lever. On one H100 at dff1171 a DeepEfficientNet step took 62 ms at batch 128 and 81 ms at 512
 # (../shared/gpu-runs/dff1171/step_profile.txt), so an epoch at 512 costs about a third of the time; but batch 512
 # at lr 0.004 with the recipe's 1-epoch warmup reached val 95.44% against 96.26% at 128 (recipe_probe.jsonl there).
-# A larger batch is only a candidate: LARGE_BATCH_CANDIDATES are screened on validation and one is kept only where
-# `large_batch_holds`.
+# A larger batch is only a candidate: the recipe search (utils.studies.RECIPE_SEARCH) screens 2x and 4x batches on
+# validation, and one is chosen only where `large_batch_holds`.
 def batch_scaled(batch_size: int, warmup_epochs: float | None = None, base: TrainConfig = BASE) -> dict:
     """TrainConfig changes that train at ``batch_size`` instead of ``base``'s: the learning rate scaled by the
     square root of the batch ratio (the rule for Adam-type optimizers: Malladi et al., NeurIPS 2022), and by
@@ -38,12 +38,6 @@ def batch_scaled(batch_size: int, warmup_epochs: float | None = None, base: Trai
             "warmup_epochs": base.warmup_epochs * ratio if warmup_epochs is None else warmup_epochs}
 
 
-LARGE_BATCH_CANDIDATES: dict[str, dict] = {
-    "batch 256": batch_scaled(256),
-    "batch 512": batch_scaled(512),
-    "batch 512, 1-epoch warmup": batch_scaled(512, warmup_epochs=1.0),  # the setting measured at dff1171
-    "batch 512, unscaled lr": {**batch_scaled(512), "lr": BASE.lr},
-}
 # Half a point of validation accuracy: about one standard error at 97% on BloodMNIST's 1,712 validation images.
 LARGE_BATCH_TOLERANCE = 0.005
 

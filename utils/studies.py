@@ -37,7 +37,7 @@ class Study:
 
 def train_planned(planned: PlannedRun, profile: Profile) -> dict:
     """The run's record (trained, or reused where stored) with the study's label and fields."""
-    record = run_training(planned.model, planned.dataset, profile.name, planned.seed, **planned.arguments)
+    record = run_training(planned.model, planned.dataset, profile, planned.seed, **planned.arguments)
     return dict(record, label=planned.label, **planned.fields)
 
 
