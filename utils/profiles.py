@@ -44,8 +44,8 @@ PROFILES = {
             "attention": {}, "imbalance": {},
             # 128 training images: this halves the longest notebook of make test (05).
             "ablations": {"train_limit": 128},
-            # The whole search on the profile's 256 images (four steps at batch 64, one at 4x).
-            "recipe_search": {},
+            # The whole search on the ablations' 128 training images (two steps at batch 64, one at 2x and 4x).
+            "recipe_search": {"train_limit": 128},
             # The two stages of the cpu profile on the Lite0 pair.
             "pcam_models": ("Lite0 (scratch)", "Lite0 (ImageNet)"),
             "pcam_screen": {"train_limit": 192}, "pcam_final": {},
