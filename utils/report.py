@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .data import PCAM_TRAIN_PATCHES
 from .experiment import load_results
+from .plots import typeset
 from .storage import write_text
 from .studies import BASELINES, PCAM_TARGETS
 
@@ -61,9 +62,8 @@ MISSING = r"\textit{n/a}"
 
 def tex_escape(text: str) -> str:
     """Text for a table cell, as print sets it: '1.5x input' with a times sign."""
-    escaped = (str(text).replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%")
-               .replace("_", r"\_").replace("#", r"\#").replace("±", r"$\pm$"))
-    return re.sub(r"(?<=\d)x(?=\d|\b)", r"$\\times$", escaped)
+    return (typeset(str(text)).replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%")
+            .replace("_", r"\_").replace("#", r"\#").replace("±", r"$\pm$").replace("\u00d7", r"$\times$"))
 
 
 def signed(x: float, digits: int = 2) -> str:
