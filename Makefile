@@ -16,7 +16,7 @@ export PYTHONUNBUFFERED := 1
 
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: all test venv data train sweep notebooks bench report offline-kit
+.PHONY: all test venv data train sweep summaries notebooks bench report offline-kit
 TEX_PACKAGES := latexmk texlive-latex-recommended texlive-fonts-recommended
 
 # The main job: every notebook executed in order, in place, in the resolved profile, then the
@@ -78,12 +78,17 @@ offline-kit: venv
 	for f in bloodmnist.npz pcam_subset.tar; do split -b $(OFFLINE_PART) $(MEDMNIST_MIRROR)/$$f .gpu/$$f.part-; done
 	du -sh .whl .gpu
 
+# Every results/<study>/summary.json from the stored runs alone (utils.summaries), and the datasets' descriptions
+# (results/eda/) from the data files. Unchanged records give byte-identical files.
+summaries: venv data
+	$(PY) -m utils.summaries
+
 bench: venv data
 	$(PY) -m utils.bench
 
-# report/report.pdf from results/: generated macros and tables, then latexmk. Fails on any undefined
-# reference or citation, so the PDF never shows "??".
-report: venv
+# report/report.pdf from results/ (summaries rebuilt first): generated macros and tables, then latexmk. Fails on
+# any undefined reference or citation, so the PDF never shows "??".
+report: summaries
 	$(PY) -m utils.report
 	@command -v latexmk > /dev/null || { echo "make report needs TeX Live: sudo apt-get install -y $(TEX_PACKAGES)"; exit 1; }
 	cd report && SOURCE_DATE_EPOCH=0 FORCE_SOURCE_DATE=1 latexmk -pdf -interaction=nonstopmode -halt-on-error -outdir=build main.tex > build.log 2>&1 \

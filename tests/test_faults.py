@@ -21,7 +21,7 @@ from utils import experiment, storage
 from utils.data import DataIntegrityError, ImageDataset, ImageSplit, find_bloodmnist, load_pcam
 from utils.models import CheckpointError, build_model, load_checkpoint, save_checkpoint
 from utils.profiles import get_profile
-from utils.training import NonFiniteLossError, TrainConfig, fit, predict_proba
+from utils.engine import NonFiniteLossError, TrainConfig, fit, predict_proba
 
 # A smoke run of the smallest model, at batch 64.
 RUN = ["--model", "simple_cnn", "--profile", "smoke", "--epochs", "3", "--seed", "3"]

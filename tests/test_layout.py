@@ -42,3 +42,31 @@ def test_the_readme_layout_names_every_module():
     missing = [p.name for p in sorted((REPO / "utils").glob("*.py")) if p.name != "__init__.py"
                and f"utils/{p.name}" not in readme and f"`{p.name}`" not in readme]
     assert not missing, f"README's layout does not name {missing}"
+
+
+def test_the_profile_is_read_from_the_environment_only_at_entry_points():
+    """``get_profile`` with a variable or no argument (which falls back to $PROFILE) is called from ``main`` only
+    (and from ``as_profile``, which refuses None first); everything below receives the ``Profile`` object."""
+    offenders = []
+    for path in sorted((REPO / "utils").glob("*.py")):
+        for function in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(function, ast.FunctionDef) or function.name in ("main", "as_profile"):
+                continue
+            for call in ast.walk(function):
+                if (isinstance(call, ast.Call) and getattr(call.func, "id", getattr(call.func, "attr", None)) == "get_profile"
+                        and not (call.args and isinstance(call.args[0], ast.Constant))):
+                    offenders.append(f"{path.name}:{call.lineno} in {function.name}")
+    assert not offenders, offenders
+
+
+def test_notebooks_only_show_what_the_library_summarised():
+    """No notebook code cell writes a file of results or builds a summary itself: utils.summaries does."""
+    import json
+    writers = ("write_json", "write_text", "write_result", "json.dump", "study_summary", "open(", "savez")
+    found = []
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            source = "".join(cell["source"])
+            if cell["cell_type"] == "code":
+                found += [f"{path.name}: {w}" for w in writers if w in source]
+    assert not found, found

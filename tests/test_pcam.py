@@ -23,6 +23,13 @@ def test_subset_splits_and_copies_dropped(pcam):
     assert len(torch.unique(flat, dim=0)) == len(images)
 
 
+def test_the_committed_pcam_description_is_what_the_data_gives(pcam):
+    from tests.conftest import REPO
+    from utils.summaries import as_json, describe_dataset
+    text = as_json(describe_dataset(pcam, find_pcam(REPO / "data")[1]))
+    assert text == (REPO / "results/eda/pcam.json").read_text(), "run make summaries"
+
+
 def test_find_duplicates_groups_equal_digests():
     assert find_duplicates(["a", "b", "a", "c", "b", "a"]) == [[0, 2, 5], [1, 4]]
     assert find_duplicates(["a", "b"]) == []
@@ -75,7 +82,7 @@ def test_tta_scores_a_stored_run_once_and_reuses_it(pcam, tmp_path, monkeypatch)
     from pathlib import Path
     import utils.experiment as experiment
     from utils.models import load_checkpoint
-    from utils.training import dihedral_views
+    from utils.engine import dihedral_views
     data_root = Path(__file__).resolve().parent.parent / "data"
     # A narrow SimpleCNN: 8 views of 768 patches at 96x96 cost 15x less than at the default width.
     record = experiment.run_training("simple_cnn", "pcam", "smoke", 0, out=tmp_path / "runs", data_root=data_root,

@@ -3,9 +3,8 @@ import json
 from tests.conftest import store_record
 from utils.experiment import plan_run
 from utils.profiles import get_profile
-from utils.studies import PCAM_MODELS
-from utils.studies import STUDIES
-from utils.sweep import RUN_ONLY_ARGS, plan, sweep
+from utils.studies import PCAM_MODELS, RUN_ONLY_ARGS, STUDIES
+from utils.sweep import plan, sweep
 
 
 def test_plan_lists_each_missing_run_once_and_waits_for_results_a_stage_needs(tmp_path, monkeypatch):

@@ -7,14 +7,7 @@ import numpy as np
 import torch
 
 from .data import ImageDataset
-from .storage import write_json
 from .metrics import apply_temperature, expected_calibration_error, fit_temperature, reliability_curve
-
-
-def write_result(relative_path: str, payload: dict) -> Path:
-    """Write ``payload`` as JSON under the profile's results folder (see ``profiles.output_dir``)."""
-    from .profiles import output_dir
-    return write_json(output_dir("results") / relative_path, payload, default=float)
 
 
 def class_balance_table(data: ImageDataset) -> dict:
@@ -119,6 +112,20 @@ def road_study(model, data: ImageDataset, record: dict, n: int = 256, seed: int 
     return {"n": int(len(index)), "percentiles": list(percentiles),
             "mean": {m: float(s.mean()) for m, s in scores.items()},
             "std": {m: float(s.std()) for m, s in scores.items()}}
+
+
+def score_road(record: dict, n: int, data_root=None, compute: bool = True) -> dict:
+    """``road_study`` of a stored run's checkpoint on ``n`` test images, explaining its ``cam_layer``: a stored
+    evaluation (``results/road/n<n>/<run>.json``, see ``experiment.stored_evaluation``)."""
+    from .data import DEFAULT_DATA_ROOT
+    from .experiment import data_of, stored_evaluation
+    from .models import load_checkpoint
+
+    def evaluate() -> dict:
+        model, _ = load_checkpoint(record["checkpoint"])
+        data = data_of(record, data_root or DEFAULT_DATA_ROOT)
+        return {"run": record["run"], "target_layer": model.cam_layer, **road_study(model, data, record, n)}
+    return stored_evaluation(record, f"road/n{n}", evaluate, compute)
 
 
 def binary_study(record: dict) -> dict:

@@ -33,7 +33,7 @@ from .profiles import default_device, get_profile
 from .recipes import train_config
 from .storage import write_text
 from .graph_step import GraphedPredictor, graph_autocast, unsupported_reason
-from .training import autocast_context, build_stepper, fit, make_optimizer, resolve_amp, train_loader
+from .engine import autocast_context, build_stepper, fit, make_optimizer, resolve_amp, train_loader
 
 
 class TransformDataset(Dataset):
@@ -285,7 +285,7 @@ def time_graphed_latency(model, device, amp_dtype, image_size=28, repeats=200) -
 
 @torch.no_grad()
 def _time_validation(model, data, amp_dtype, device) -> float:
-    from .training import predict_proba
+    from .engine import predict_proba
     _sync(device)
     t = time.perf_counter()
     predict_proba(model, data.splits["val"].images, amp_dtype=amp_dtype, channels_last=True)

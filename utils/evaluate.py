@@ -9,7 +9,7 @@ from .data import DEFAULT_DATA_ROOT, DataIntegrityError, load_dataset
 from .metrics import classification_metrics
 from .models import CheckpointError, load_checkpoint
 from .profiles import default_device
-from .training import predict_proba
+from .engine import predict_proba
 
 
 def evaluate_checkpoint(checkpoint: str, split: str = "test", data_root: str = str(DEFAULT_DATA_ROOT)) -> dict:

@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from .models import accepts_kwarg, build_model, count_parameters, load_checkpoin
 from .profiles import Profile, as_profile, default_device, output_dir
 from .recipes import DATASET_MODEL_KWARGS, train_config
 from .storage import move_aside, run_lock, save_npz, write_json
-from .training import FitResult, TrainConfig, fit, predict_proba
+from .engine import FitResult, TrainConfig, fit, predict_proba
 
 RESULTS_ROOT = Path("results")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -297,35 +298,50 @@ def _train_run(plan: RunPlan, data: ImageDataset | None, data_root, resume: bool
     return record
 
 
-def score_with_tta(record: dict, data_root: str | Path = DEFAULT_DATA_ROOT, force: bool | None = None) -> dict:
-    """A stored run's checkpoint scored again on val and test, averaging its 8 flips and 90-degree turns
-    (``predict_proba(tta=True)``). Returns the run's record with those ``val``/``test`` metrics,
-    ``"tta": true`` and ``predictions`` in ``results/tta/<run>.npz``; stored there with its own commit,
-    device and seconds, and reused unless ``force``. Nothing is retrained."""
-    out = output_dir("results", record["profile"]) / "tta"
-    json_path, npz_path = out / f"{record['run']}.json", out / f"{record['run']}.npz"
+def stored_evaluation(record: dict, kind: str, evaluate: Callable[[], dict], compute: bool = True,
+                      force: bool | None = None) -> dict:
+    """What ``evaluate()`` measures of a stored run, kept in ``results/<kind>/<run>.json`` with the commit, device
+    and seconds that measured it (``"<kind>_scoring"``), and read back from there unless ``force`` (default: $FORCE).
+    ``compute=False`` only reads: a missing file is a ``FileNotFoundError`` that says how to make it."""
+    json_path = output_dir("results", record["profile"]) / kind / f"{record['run']}.json"
     force = bool(int(os.environ.get("FORCE", "0"))) if force is None else force
     if json_path.is_file() and not force:
         try:
             return json.loads(json_path.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             move_aside(json_path, f"not valid JSON ({error}); scoring again")
+    if not compute:
+        raise FileNotFoundError(f"{json_path}: the {kind} evaluation of {record['run']} is not stored; "
+                                f"python -m utils.sweep --profile {record['profile']} measures it")
     started, device = time.time(), default_device()
-    model, _ = load_checkpoint(record["checkpoint"])
-    data = data_of(record, data_root, device)
-    model.to(device)
-    metrics, probs = {}, {}
-    for split in ("val", "test"):
-        probs[split] = predict_proba(model, data.splits[split].images, tta=True).cpu().numpy()
-        metrics[split] = classification_metrics(data.splits[split].labels.cpu().numpy(), probs[split], data.class_names)
-    save_npz(npz_path, **{f"{s}_probs": probs[s].astype(np.float32) for s in probs},
-             **{f"{s}_labels": data.splits[s].labels.cpu().numpy() for s in probs})
-    scored = dict(record, **metrics, tta=True, predictions=str(npz_path),
-                  tta_scoring={"device": device_name(device), "torch_version": torch.__version__,
-                               "git_commit": git_commit(), "wall_seconds": time.time() - started,
-                               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    write_json(json_path, scored)
-    return scored
+    result = evaluate()
+    result[f"{kind.split('/')[0]}_scoring"] = {"device": device_name(device), "torch_version": torch.__version__, "git_commit": git_commit(),
+                         "wall_seconds": time.time() - started, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    write_json(json_path, result, default=float)
+    return result
+
+
+def score_with_tta(record: dict, data_root: str | Path = DEFAULT_DATA_ROOT, compute: bool = True,
+                   force: bool | None = None) -> dict:
+    """A stored run's checkpoint scored again on val and test, averaging its 8 flips and 90-degree turns
+    (``predict_proba(tta=True)``). Returns the run's record with those ``val``/``test`` metrics,
+    ``"tta": true`` and ``predictions`` in ``results/tta/<run>.npz``: a ``stored_evaluation``. Nothing is
+    retrained."""
+    npz_path = output_dir("results", record["profile"]) / "tta" / f"{record['run']}.npz"
+
+    def evaluate() -> dict:
+        device = default_device()
+        model, _ = load_checkpoint(record["checkpoint"])
+        data = data_of(record, data_root, device)
+        model.to(device)
+        metrics, probs = {}, {}
+        for split in ("val", "test"):
+            probs[split] = predict_proba(model, data.splits[split].images, tta=True).cpu().numpy()
+            metrics[split] = classification_metrics(data.splits[split].labels.cpu().numpy(), probs[split], data.class_names)
+        save_npz(npz_path, **{f"{s}_probs": probs[s].astype(np.float32) for s in probs},
+                 **{f"{s}_labels": data.splits[s].labels.cpu().numpy() for s in probs})
+        return dict(record, **metrics, tta=True, predictions=str(npz_path))
+    return stored_evaluation(record, "tta", evaluate, compute, force)
 
 
 def load_results(folder: str | Path = RESULTS_ROOT / "runs", **match) -> list[dict]:

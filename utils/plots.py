@@ -39,9 +39,10 @@ def short_names(class_names: list[str]) -> list[str]:
     return [ABBREVIATIONS.get(n, n) for n in names]
 
 
-def save_figure(fig, name: str, folder: str | Path | None = None) -> Path:
+def save_figure(fig, name: str, profile, folder: str | Path | None = None) -> Path:
+    """``fig`` as ``<name>.png`` and ``.pdf`` in ``folder`` (default: the profile's figures folder)."""
     from .profiles import output_dir
-    folder = Path(folder) if folder else output_dir("figures")
+    folder = Path(folder) if folder else output_dir("figures", profile)
     atomic_write(folder / f"{name}.png", lambda f: fig.savefig(f, format="png", dpi=150, bbox_inches="tight"))
     # No creation date in the PDF, so re-running a notebook leaves an unchanged figure byte-identical.
     atomic_write(folder / f"{name}.pdf", lambda f: fig.savefig(f, format="pdf", bbox_inches="tight",

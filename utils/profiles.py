@@ -27,7 +27,8 @@ class Profile:
     seeds: tuple[int, ...]    # seeds for multi-seed studies
     batch_size: int | None = None  # None = the recipe's
     model_epochs: dict[str, int] = field(default_factory=dict)
-    # Per study: what its runs change from the recipe at this profile (utils.studies reads these by name).
+    # Per study: what its runs change from the recipe at this profile (utils.studies reads these by name), and the
+    # images the Grad-CAM study scores.
     budgets: dict[str, dict | None] = field(default_factory=dict)
 
     def budget(self, study: str) -> dict | None:
@@ -50,6 +51,7 @@ PROFILES = {
             "pcam_models": ("Lite0 (scratch)", "Lite0 (ImageNet)"),
             "pcam_screen": {"train_limit": 192}, "pcam_final": {},
             "pcam_scaling": {"train_limits": (96, 192)},
+            "gradcam": {"road_images": 16},
         }),
     "cpu": Profile(
         "cpu", train_limit=None, val_limit=None, test_limit=None, epochs=None, seeds=(0,),
@@ -78,6 +80,8 @@ PROFILES = {
             "pcam_screen": {"train_limit": 2000, "epochs": 3}, "pcam_final": {"epochs": 6},
             # The learning curve at the final run's budget (6 epochs, the one compared with 12 above).
             "pcam_scaling": {"train_limits": (2500, 5000, 10000, None), "epochs": 6},
+            # ROAD scores of the test images explained: the mean's standard error shrinks as 1/sqrt(n).
+            "gradcam": {"road_images": 256},
         }),
     "full": Profile(
         "full", train_limit=None, val_limit=None, test_limit=None, epochs=None, seeds=(0, 1, 2),
@@ -86,6 +90,7 @@ PROFILES = {
             # Every entry trains on all patches, so there is no second stage.
             "pcam_models": None, "pcam_screen": {}, "pcam_final": None,
             "pcam_scaling": {"train_limits": (2500, 5000, 10000, None)},
+            "gradcam": {"road_images": 256},
         }),
 }
 
@@ -115,9 +120,7 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def output_dir(kind: str, profile: Profile | str | None = None) -> Path:
-    """Where ``figures`` or ``results`` go for ``profile`` (default: the resolved one): the repository's
-    folders, except in the smoke profile, whose throw-away outputs go to build/smoke/ so they never
-    overwrite real results."""
-    name = profile.name if isinstance(profile, Profile) else get_profile(profile).name
-    return Path("build/smoke") / kind if name == "smoke" else Path(kind)
+def output_dir(kind: str, profile: Profile | str) -> Path:
+    """Where ``figures`` or ``results`` go for ``profile``: the repository's folders, except in the smoke
+    profile, whose throw-away outputs go to build/smoke/ so they never overwrite real results."""
+    return Path("build/smoke") / kind if as_profile(profile).name == "smoke" else Path(kind)

@@ -4,16 +4,17 @@ where a later stage depends on results, computes that stage from the earlier rec
 reuses them; ``utils.sweep`` plans the same declarations without training. The seed summaries are below."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
 
-from .experiment import run_training
+from .experiment import InvalidRunRecord, check_run_record, plan_run, run_training
 from .profiles import Profile, as_profile, default_device
 from .recipes import batch_scaled, large_batch_holds, train_config
-from .training import resolve_amp
+from .engine import resolve_amp
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,44 @@ def run_study(study: Study, profile: Profile | str) -> list[dict]:
     return records
 
 
+# run_training's arguments that do not name a run (where the data comes from, resume, extra record fields).
+RUN_ONLY_ARGS = set(inspect.signature(run_training).parameters) - set(inspect.signature(plan_run).parameters)
+
+
+def stored_record(planned: PlannedRun, profile: Profile) -> tuple[str, dict | None]:
+    """The run's name, and its record with the study's label and fields if a valid one is stored."""
+    naming = {k: v for k, v in planned.arguments.items() if k not in RUN_ONLY_ARGS}
+    run = plan_run(planned.model, planned.dataset, profile.name, planned.seed, **naming)
+    try:
+        return run.name, dict(check_run_record(run.json_path), label=planned.label, **planned.fields)
+    except (FileNotFoundError, InvalidRunRecord):
+        return run.name, None  # missing, or not to be trusted: run_training moves a bad record aside and trains
+
+
+class MissingRuns(RuntimeError):
+    """A study's records were asked for without training, and some are not stored."""
+
+
+def stored_study(study: Study, profile: Profile | str) -> list[dict]:
+    """Every run of ``study`` under ``profile`` as ``run_study`` returns them, read from the stored records
+    only; ``MissingRuns`` names the runs that are not stored and the command that trains them."""
+    profile = as_profile(profile)
+
+    def read(runs: list[PlannedRun]) -> list[dict]:
+        found = [stored_record(p, profile) for p in runs]
+        missing = [name for name, record in found if record is None]
+        if missing:
+            raise MissingRuns(f"{len(missing)} run(s) of the {study.name} study are not stored in the {profile.name} "
+                              f"profile ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): "
+                              f"python -m utils.sweep --profile {profile.name} --only {study.name} trains them")
+        return [record for _, record in found]
+
+    records = read(study.runs(profile))
+    if study.next_stage is not None:
+        records += read(study.next_stage(profile, records))
+    return records
+
+
 def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_")
 
@@ -61,6 +100,9 @@ def _kwargs(model_kwargs: dict | None) -> dict:
 # --- DeepEfficientNet (notebook 03; seed 0 is the run notebook 06 explains and the other studies reuse) ----------
 DEEP_EFFICIENTNET = Study("deep_efficientnet", lambda profile: [
     PlannedRun("DeepEfficientNet", "deep_efficientnet", seed) for seed in profile.seeds])
+
+# The DeepEfficientNet issue's target: mean test accuracy over the full profile's seeds.
+DEEP_EFFICIENTNET_TARGET = 0.98
 
 # --- Baselines (notebook 02, and 08); names and tags match `utils.train`'s runs ----------------------------------
 BASELINES = {"SimpleCNN": ("simple_cnn", {}), "ResNet-18": ("resnet18", {}),
@@ -322,17 +364,6 @@ def summarize(records: list[dict], by: str = "label") -> list[dict]:
         row["epochs"] = rs[0].get("config", {}).get("epochs", "")
         rows.append(row)
     return rows
-
-
-def study_summary(session: dict, rows: list[dict], records: list[dict], chosen_by: str = "val_acc_mean",
-                  best: str | None = None, **extra) -> dict:
-    """A study's ``summary.json``: its rows and runs, and the row with the highest ``chosen_by`` (a
-    validation metric: the test split never chooses), or ``best`` where the study's own rule chose it."""
-    if not chosen_by.startswith("val_"):
-        raise ValueError(f"a study's winner is chosen on validation, not on {chosen_by!r}")
-    best = best or max(rows, key=lambda r: r[chosen_by])["name"]
-    return {"session": session, **extra, "rows": rows, "runs": [r["run"] for r in records],
-            "chosen_on": "val", "chosen_by": chosen_by, "best": best}
 
 
 def _mean_sd(row: dict, metric: str) -> str:

@@ -1,5 +1,6 @@
-"""`python -m utils.sweep [--profile P] [--workers N] [--only STUDY ...] [--dry-run]`: every training
-run the notebooks need, trained N at a time, so that executing the notebooks afterwards trains nothing.
+"""`python -m utils.sweep [--profile P] [--workers N] [--only STUDY ...] [--dry-run]`: plan every training run
+the notebooks need, train what is missing N at a time, then write the studies' summaries (``utils.summaries``),
+so that executing the notebooks afterwards trains nothing.
 
 The runs are the studies' own declarations (``utils.studies.STUDIES``), so this list can never drift from
 what the notebooks train. Stored runs are skipped. A study whose next stage depends on results
@@ -10,7 +11,6 @@ than with one at a time; on a CPU, workers share the cores.
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import sys
 import time
@@ -19,23 +19,10 @@ from multiprocessing import get_context
 
 import torch
 
-from .experiment import InvalidRunRecord, check_run_record, plan_run, run_training
+from .experiment import run_training
 from .profiles import PROFILE_NAMES, Profile, as_profile, get_profile
-from .studies import STUDIES, PlannedRun
-
-# run_training's arguments that do not name a run (where the data comes from, resume, extra record fields).
-RUN_ONLY_ARGS = set(inspect.signature(run_training).parameters) - set(inspect.signature(plan_run).parameters)
-
-
-def _stored(planned: PlannedRun, profile: Profile) -> tuple[str, dict | None]:
-    """The run's name, and its record with the study's label and fields if a valid one is stored."""
-    naming = {k: v for k, v in planned.arguments.items() if k not in RUN_ONLY_ARGS}
-    run = plan_run(planned.model, planned.dataset, profile.name, planned.seed, **naming)
-    try:
-        return run.name, dict(check_run_record(run.json_path), label=planned.label, **planned.fields)
-    except (FileNotFoundError, InvalidRunRecord):
-        return run.name, None  # missing, or not to be trusted: run_training moves a bad record aside and trains
-
+from .studies import STUDIES, PlannedRun, stored_record
+from .summaries import SUMMARIES, write_summaries
 
 def plan(names: list[str], profile: Profile | str) -> dict[str, dict]:
     """Run name -> ``run_training`` arguments of every run the named studies need that is not stored
@@ -47,7 +34,7 @@ def plan(names: list[str], profile: Profile | str) -> dict[str, dict]:
     def add(runs: list[PlannedRun]) -> list[dict | None]:
         records = []
         for p in runs:
-            name, record = _stored(p, profile)
+            name, record = stored_record(p, profile)
             if record is None:
                 planned.setdefault(name, dict(model=p.model, dataset=p.dataset, profile=profile.name, seed=p.seed,
                                               **p.arguments))
@@ -107,7 +94,11 @@ def sweep(names: list[str], profile: Profile | str, workers: int, dry_run: bool 
             print("\n".join(f"  {run}" for run in todo))
             return 0
         if not todo:
-            print(f"sweep done in {time.time() - started:.0f} s", flush=True)
+            # Every run is stored: measure the evaluations the summaries need (TTA, ROAD), write the summaries.
+            covered = [name for name, summary in SUMMARIES.items() if set(summary.studies) <= set(names)]
+            written = write_summaries(profile, covered, datasets=[], compute=True)
+            print(f"sweep done in {time.time() - started:.0f} s; {len(written)} of {len(covered)} summaries rewritten",
+                  flush=True)
             return 0
         if attempted & set(todo):
             print("sweep: runs still missing after their attempt (see the errors above)", file=sys.stderr)

@@ -11,7 +11,7 @@ from .experiment import run_training
 from .models import MODEL_NAMES
 from .profiles import PROFILE_NAMES, get_profile
 from .storage import StorageFullError
-from .training import NonFiniteLossError
+from .engine import NonFiniteLossError
 
 
 def main(argv=None):

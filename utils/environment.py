@@ -10,7 +10,7 @@ from .experiment import device_name, git_commit
 from .profiles import Profile, as_profile, default_device
 
 
-def describe_session(profile: Profile | str, data_root=DEFAULT_DATA_ROOT, dataset: str = "bloodmnist") -> dict:
+def describe_environment(profile: Profile | str, data_root=DEFAULT_DATA_ROOT, dataset: str = "bloodmnist") -> dict:
     import medmnist
     import pytorch_grad_cam  # noqa: F401
     import sklearn
