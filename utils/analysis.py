@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import ImageDataset
+from .data import DEFAULT_DATA_ROOT, ImageDataset
 from .metrics import apply_temperature, expected_calibration_error, fit_temperature, reliability_curve
 
 
@@ -114,16 +114,15 @@ def road_study(model, data: ImageDataset, record: dict, n: int = 256, seed: int 
             "std": {m: float(s.std()) for m, s in scores.items()}}
 
 
-def score_road(record: dict, n: int, data_root=None, compute: bool = True) -> dict:
+def score_road(record: dict, n: int, data_root=DEFAULT_DATA_ROOT, compute: bool = True) -> dict:
     """``road_study`` of a stored run's checkpoint on ``n`` test images, explaining its ``cam_layer``: a stored
     evaluation (``results/road/n<n>/<run>.json``, see ``experiment.stored_evaluation``)."""
-    from .data import DEFAULT_DATA_ROOT
     from .experiment import data_of, stored_evaluation
     from .models import load_checkpoint
 
     def evaluate() -> dict:
         model, _ = load_checkpoint(record["checkpoint"])
-        data = data_of(record, data_root or DEFAULT_DATA_ROOT)
+        data = data_of(record, data_root)
         return {"run": record["run"], "target_layer": model.cam_layer, **road_study(model, data, record, n)}
     return stored_evaluation(record, f"road/n{n}", evaluate, compute)
 

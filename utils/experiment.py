@@ -301,7 +301,7 @@ def _train_run(plan: RunPlan, data: ImageDataset | None, data_root, resume: bool
 def stored_evaluation(record: dict, kind: str, evaluate: Callable[[], dict], compute: bool = True,
                       force: bool | None = None) -> dict:
     """What ``evaluate()`` measures of a stored run, kept in ``results/<kind>/<run>.json`` with the commit, device
-    and seconds that measured it (``"<kind>_scoring"``), and read back from there unless ``force`` (default: $FORCE).
+    and seconds that measured it (``"<kind>_scoring"``, the kind's first folder), and read back from there unless ``force`` (default: $FORCE).
     ``compute=False`` only reads: a missing file is a ``FileNotFoundError`` that says how to make it."""
     json_path = output_dir("results", record["profile"]) / kind / f"{record['run']}.json"
     force = bool(int(os.environ.get("FORCE", "0"))) if force is None else force
@@ -315,8 +315,9 @@ def stored_evaluation(record: dict, kind: str, evaluate: Callable[[], dict], com
                                 f"python -m utils.sweep --profile {record['profile']} measures it")
     started, device = time.time(), default_device()
     result = evaluate()
-    result[f"{kind.split('/')[0]}_scoring"] = {"device": device_name(device), "torch_version": torch.__version__, "git_commit": git_commit(),
-                         "wall_seconds": time.time() - started, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    scoring = kind.split("/")[0] + "_scoring"  # "road/n256" -> "road_scoring"
+    result[scoring] = {"device": device_name(device), "torch_version": torch.__version__, "git_commit": git_commit(),
+                       "wall_seconds": time.time() - started, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json(json_path, result, default=float)
     return result
 

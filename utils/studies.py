@@ -42,13 +42,19 @@ def train_planned(planned: PlannedRun, profile: Profile) -> dict:
     return dict(record, label=planned.label, **planned.fields)
 
 
+def walk_stages(study: Study, profile: Profile, records_of: Callable[[list[PlannedRun]], list[dict | None]]) -> list:
+    """``records_of`` the study's first stage, then of its next stage where every first-stage record is there
+    (None: not stored)."""
+    records = records_of(study.runs(profile))
+    if study.next_stage is not None and all(r is not None for r in records):
+        records += records_of(study.next_stage(profile, records))
+    return records
+
+
 def run_study(study: Study, profile: Profile | str) -> list[dict]:
     """Every run of ``study`` under ``profile``, stage by stage, trained or reused."""
     profile = as_profile(profile)
-    records = [train_planned(p, profile) for p in study.runs(profile)]
-    if study.next_stage is not None:
-        records += [train_planned(p, profile) for p in study.next_stage(profile, records)]
-    return records
+    return walk_stages(study, profile, lambda runs: [train_planned(p, profile) for p in runs])
 
 
 # run_training's arguments that do not name a run (where the data comes from, resume, extra record fields).
@@ -83,10 +89,7 @@ def stored_study(study: Study, profile: Profile | str) -> list[dict]:
                               f"python -m utils.sweep --profile {profile.name} --only {study.name} trains them")
         return [record for _, record in found]
 
-    records = read(study.runs(profile))
-    if study.next_stage is not None:
-        records += read(study.next_stage(profile, records))
-    return records
+    return walk_stages(study, profile, read)
 
 
 def _slug(label: str) -> str:

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from .profiles import PROFILE_NAMES, Profile, as_profile, get_profile, output_dir
 from .storage import write_text
 from .studies import (DEEP_EFFICIENTNET_TARGET, LARGE_BATCH_LABELS, PCAM_TARGETS, STUDIES, MissingRuns,
@@ -113,9 +111,10 @@ def _pcam(profile: Profile, records: Records, compute: bool) -> dict:
     best = max(runs, key=lambda r: r["val"]["auc"])
     best_key = next(k for k, r in zip(studies, runs) if r is best)
     best_tta = score_with_tta(best, compute=compute)
+    tta_study = binary_study(best_tta)
     use_tta = best_tta["val"]["auc"] > best["val"]["auc"]  # kept only where it raises validation AUC
     final_key = best_key + " + TTA" if use_tta else best_key
-    final = binary_study(best_tta) if use_tta else studies[best_key]
+    final = tta_study if use_tta else studies[best_key]
     scaling_studies = {f"{r['data']['n']['train']:,} patches" + (f" s{r['seed']}" if r["seed"] else ""): binary_study(r)
                        for r in scaling_runs}
     scaling = scaling_study(scaling_studies, PCAM_TARGETS)
@@ -129,7 +128,7 @@ def _pcam(profile: Profile, records: Records, compute: bool) -> dict:
             "runs": studies, "labels": {k: r["label"] for k, r in zip(studies, runs)},
             "pretrained": {k: r["pretrained"] for k, r in zip(studies, runs)},
             "stages": {k: r["stage"] for k, r in zip(studies, runs)},
-            "tta": {"study": binary_study(best_tta), "kept": use_tta, "scoring": best_tta["tta_scoring"]},
+            "tta": {"study": tta_study, "kept": use_tta, "scoring": best_tta["tta_scoring"]},
             "final": final_key, "targets": PCAM_TARGETS,
             "verdict": {m: "met" if final["test_at_0.5"][m] >= t else "not met" for m, t in PCAM_TARGETS.items()},
             "scaling": scaling, "scaling_runs": scaling_studies,
@@ -212,14 +211,21 @@ def outputs(profile: Profile | str, names=None, datasets=None, compute: bool = F
     return texts
 
 
-def write_summaries(profile: Profile | str, names=None, datasets=None, compute: bool = False) -> list[Path]:
-    """Write ``outputs``; an unchanged file is left as it is (its bytes would not change)."""
-    written = []
-    for path, text in outputs(profile, names, datasets, compute).items():
-        if not path.is_file() or path.read_text() != text:
-            write_text(path, text)
-            written.append(path)
+def stale(texts: dict[Path, str]) -> list[Path]:
+    """The paths of ``texts`` whose stored file is missing or differs."""
+    return [path for path, text in texts.items() if not path.is_file() or path.read_text() != text]
+
+
+def write_stale(texts: dict[Path, str]) -> list[Path]:
+    """Write the ``stale`` ones of ``texts`` and return them; an unchanged file is left as it is."""
+    written = stale(texts)
+    for path in written:
+        write_text(path, texts[path])
     return written
+
+
+def write_summaries(profile: Profile | str, names=None, datasets=None, compute: bool = False) -> list[Path]:
+    return write_stale(outputs(profile, names, datasets, compute))
 
 
 def main(argv=None):
@@ -235,14 +241,13 @@ def main(argv=None):
         texts = outputs(profile, args.only, [] if args.only else None)
     except (MissingRuns, FileNotFoundError) as error:
         sys.exit(f"summaries: {error}")
-    stale = [p for p, text in texts.items() if not p.is_file() or p.read_text() != text]
     if args.check:
-        print("\n".join(f"differs: {p}" for p in stale) or f"summaries: all {len(texts)} as stored")
-        sys.exit(1 if stale else 0)
-    for path in stale:
-        write_text(path, texts[path])
-    print(f"summaries ({profile.name}): {len(texts)} files, {len(stale)} rewritten"
-          + "".join(f"\n  {p}" for p in stale))
+        differ = stale(texts)
+        print("\n".join(f"differs: {p}" for p in differ) or f"summaries: all {len(texts)} as stored")
+        sys.exit(1 if differ else 0)
+    written = write_stale(texts)
+    print(f"summaries ({profile.name}): {len(texts)} files, {len(written)} rewritten"
+          + "".join(f"\n  {p}" for p in written))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import torch
 
 from .experiment import run_training
 from .profiles import PROFILE_NAMES, Profile, as_profile, get_profile
-from .studies import STUDIES, PlannedRun, stored_record
+from .studies import STUDIES, PlannedRun, stored_record, walk_stages
 from .summaries import SUMMARIES, write_summaries
 
 def plan(names: list[str], profile: Profile | str) -> dict[str, dict]:
@@ -42,10 +42,7 @@ def plan(names: list[str], profile: Profile | str) -> dict[str, dict]:
         return records
 
     for name in names:
-        study = STUDIES[name]
-        records = add(study.runs(profile))
-        if study.next_stage is not None and all(r is not None for r in records):
-            add(study.next_stage(profile, records))
+        walk_stages(STUDIES[name], profile, add)
     return planned
 
 
