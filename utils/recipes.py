@@ -9,7 +9,8 @@ from .profiles import Profile
 from .engine import TrainConfig
 
 # The DeepEfficientNet recipe, used for every model so comparisons share one engine: TrainConfig's defaults
-# (AdamW + cosine with a 1-epoch warmup, lr 2e-3, weight decay 0.05, label smoothing 0.1, full augmentation,
+# (AdamW + cosine with a 1-epoch warmup, lr 2e-3, weight decay 0.05, label smoothing 0.1, basic augmentation
+# (flips and 90-degree turns, chosen on validation at full budget: see TrainConfig.augment),
 # 50 epochs at batch 128, mixed precision where the device has it). Below: only what differs from them.
 BASE = TrainConfig()
 
@@ -49,7 +50,7 @@ def large_batch_holds(val_acc: float, recipe_val_acc: float, tolerance: float = 
 
 def train_config(model: str, dataset: str, profile: Profile, **overrides) -> TrainConfig:
     """The resolved TrainConfig for one run; ``overrides`` win over everything else."""
-    changes = dict(DATASET_CHANGES.get(dataset, {}))
+    changes = dict(DATASET_CHANGES.get(dataset, {}), **profile.recipe_changes.get(dataset, {}))
     if profile.epochs is not None:
         changes["epochs"] = profile.epochs
     elif profile.model_epochs:

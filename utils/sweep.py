@@ -47,14 +47,60 @@ def plan(names: list[str], profile: Profile | str) -> dict[str, dict]:
 
 
 # Measured on one H100 at dff1171: four host-bound runs at a time each trained at single-run speed
-# (../shared/gpu-runs/dff1171/README.md), so one GPU takes four workers; a CPU's cores are better spent
-# on one run's threads.
+# (../shared/gpu-runs/dff1171/README.md), so one GPU takes four workers.
 RUNS_PER_GPU = 4
+# On a CPU, one single-thread worker per core: two one-thread DeepEfficientNet runs train more images per second
+# than one two-thread run, and a one-thread run slows about 2x when something else takes its core where a
+# two-thread run slows about 15x (every OpenMP region waits for its descheduled thread); README, "Training on a CPU".
+CPU_WORKER_THREADS = 1
+# Workers on a CPU run at this niceness, so tests and editing beside a sweep stay usable.
+CPU_WORKER_NICENESS = 10
+
+
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def default_workers() -> int:
-    """Worker processes that fill this machine: RUNS_PER_GPU per visible CUDA device, else 1."""
-    return RUNS_PER_GPU * torch.cuda.device_count() if torch.cuda.is_available() else 1
+    """Worker processes that fill this machine: RUNS_PER_GPU per visible CUDA device, else one per core."""
+    return RUNS_PER_GPU * torch.cuda.device_count() if torch.cuda.is_available() else cpu_cores()
+
+
+def worker_threads(workers: int) -> int:
+    """Threads per worker: the caller's thread budget shared out on a GPU (the GPU does the work); on a CPU one
+    each, unless fewer workers than the budget's threads were asked for."""
+    budget = torch.get_num_threads()
+    if torch.cuda.is_available():
+        return max(1, budget // workers)
+    return max(CPU_WORKER_THREADS, budget // workers) if workers < budget else CPU_WORKER_THREADS
+
+
+# A campaign that may be cut short trains what matters most first (issue #23): the headline models over every seed,
+# then one seed of each comparison, then the rest in study order.
+HEADLINE_MODELS = ("deep_efficientnet", "simple_cnn", "efficientnet_lite0_pretrained")
+FIRST_SEED_MODELS = ("attention_none", "attention_se", "attention_cbam", "attention_msff", "resnet18",
+                     "efficientnet_lite0")
+
+
+def run_kind(kwargs: dict) -> str:
+    """A planned run's tag, else its model (``_pretrained`` where it starts from ImageNet weights)."""
+    pretrained = (kwargs.get("model_kwargs") or {}).get("pretrained")
+    return kwargs.get("tag") or kwargs["model"] + ("_pretrained" if pretrained else "")
+
+
+def campaign_order(todo: dict[str, dict]) -> dict[str, dict]:
+    """``todo`` with the headline BloodMNIST runs first, then the first seed of each comparison, then the rest
+    (each group in plan order)."""
+    def rank(kwargs: dict) -> tuple:
+        kind, seed = run_kind(kwargs), kwargs["seed"]
+        if kwargs["dataset"] != "bloodmnist":
+            return (2,)
+        if kind in HEADLINE_MODELS:
+            return 0, HEADLINE_MODELS.index(kind), seed
+        if kind in FIRST_SEED_MODELS and seed == as_profile(kwargs["profile"]).seeds[0]:
+            return 1, FIRST_SEED_MODELS.index(kind)
+        return (2,)
+    return dict(sorted(todo.items(), key=lambda item: rank(item[1])))
 
 
 def time_left(finished_seconds: float, done: int, left: int) -> str:
@@ -66,9 +112,11 @@ def time_left(finished_seconds: float, done: int, left: int) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
-def _init_worker(threads: int):
+def _init_worker(threads: int, niceness: int):
     os.environ["TQDM_DISABLE"] = "1"  # one line per finished run instead of interleaved bars
     torch.set_num_threads(threads)
+    if niceness:
+        os.nice(niceness)
 
 
 def _train(kwargs: dict) -> tuple[str, float]:
@@ -81,10 +129,10 @@ def sweep(names: list[str], profile: Profile | str, workers: int, dry_run: bool 
     """Train everything ``plan`` lists, ``workers`` at a time, until nothing is left; 1 if a run failed."""
     profile = as_profile(profile)
     started, attempted = time.time(), set()
-    # The caller's thread budget (its cores, or less where it was told so, as under make test) shared out.
-    threads = max(1, torch.get_num_threads() // workers)
+    threads = worker_threads(workers)
+    niceness = 0 if torch.cuda.is_available() else CPU_WORKER_NICENESS
     while True:
-        todo = plan(names, profile)
+        todo = campaign_order(plan(names, profile))
         print(f"sweep ({profile.name}): {len(todo)} run{'' if len(todo) == 1 else 's'} to train"
               + (" (dry run)" if dry_run else ""), flush=True)
         if dry_run:
@@ -102,10 +150,10 @@ def sweep(names: list[str], profile: Profile | str, workers: int, dry_run: bool 
             return 1
         attempted |= set(todo)
         failed, batch_started = 0, time.time()
-        print(f"sweep: {workers} worker{'' if workers == 1 else 's'}, {threads} thread{'' if threads == 1 else 's'} each",
-              flush=True)
+        print(f"sweep: {workers} worker{'' if workers == 1 else 's'}, {threads} thread{'' if threads == 1 else 's'} each"
+              + (f", niceness {niceness}" if niceness else ""), flush=True)
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                                 initargs=(threads,)) as pool:
+                                 initargs=(threads, niceness)) as pool:
             futures = {pool.submit(_train, kwargs): run for run, kwargs in todo.items()}
             for done, future in enumerate(as_completed(futures), 1):
                 left = f"{len(todo) - done} left, about {time_left(time.time() - batch_started, done, len(todo) - done)}"
@@ -125,7 +173,7 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=PROFILE_NAMES, help="default: $PROFILE, else full on CUDA, cpu otherwise")
     parser.add_argument("--workers", type=int, help=f"runs trained at the same time (default: {RUNS_PER_GPU} per "
-                        "CUDA device, 1 on a CPU)")
+                        f"CUDA device, else one per CPU core with {CPU_WORKER_THREADS} thread each)")
     parser.add_argument("--only", nargs="+", choices=list(STUDIES), default=list(STUDIES), metavar="STUDY",
                         help=f"studies to run, of: {', '.join(STUDIES)}")
     parser.add_argument("--dry-run", action="store_true", help="list the runs to train and stop")
