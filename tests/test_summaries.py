@@ -70,15 +70,22 @@ def _predictions(folder: Path, name: str, classes: int, rng, n: int = 40) -> str
 
 
 @pytest.mark.parametrize("mean, met", [(0.981, True), (0.979, False)])
-def test_the_deep_efficientnet_summary_gives_seeds_calibration_and_the_target_verdict(tmp_path, mean, met):
+def test_the_deep_efficientnet_summary_gives_seeds_calibration_tta_and_the_target_verdict(tmp_path, monkeypatch,
+                                                                                         mean, met):
+    monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)
     runs = [record("DeepEfficientNet", metrics(0.97), metrics(mean + d), seed=s,
                    predictions=_predictions(tmp_path, f"s{s}", 8, rng)) for s, d in ((0, 0.001), (1, -0.001))]
+    # TTA raises seed 0's validation accuracy (kept: its test accuracy counts) and lowers seed 1's (not kept).
+    _store_evaluation(runs[0], "tta", val=metrics(0.98), test=metrics(0.99))
+    _store_evaluation(runs[1], "tta", val=metrics(0.96), test=metrics(0.999))
     summary = build("deep_efficientnet", {"deep_efficientnet": runs})
     assert summary["run"] == "DeepEfficientNet-s0" and summary["seeds"]["runs"] == ["DeepEfficientNet-s0", "DeepEfficientNet-s1"]
     assert summary["seeds"]["test_acc_mean"] == pytest.approx(mean) and summary["seeds"]["test_acc_std"] > 0
     assert summary["target"] == {"test_acc_mean": 0.98, "met": met} and summary["chosen_on"] == "val"
     assert summary["calibration"]["temperature"] > 0 and 0 <= summary["calibration"]["ece_after"] <= 1
+    assert summary["tta"]["kept"] == [True, False] and summary["tta"]["chosen_on"] == "val"
+    assert summary["tta"]["test_acc_mean_where_kept"] == pytest.approx((0.99 + mean - 0.001) / 2)
 
 
 def _store_evaluation(record: dict, kind: str, **fields) -> dict:

@@ -11,13 +11,15 @@ busy. Also: the 50-epoch recipe's wall time per engine (validation included; mea
 from the timed steps in --quick), inference throughput with large batches, batch-1 latency eager and replayed
 as a CUDA graph, peak memory, parameters and FLOPs, and the step's floor: its FLOPs over a matmul rate and its
 bytes over a copy bandwidth, both measured in the same run. Prints and writes one JSON object.
-`--epoch-times` instead times training steps of every registered model (seconds per epoch).
+`--epoch-times` instead times training steps of every registered model (seconds per epoch); `--cpu-threads` measures
+how a CPU sweep should spend two cores (one or two threads per process, alone and beside a busy core).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import os
 import time
 
 import torch
@@ -142,14 +144,35 @@ def _engine_runner(model, train, num_classes, cfg, engine, amp_dtype):
     return run
 
 
+def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+    """A convolution's backward: the input gradient and the weight gradient each cost what the forward costs.
+    torch.utils.flop_counter's own formula counts the weight gradient of a grouped convolution without dividing by
+    the groups, so a depthwise convolution's backward was booked at about C times its true cost (C channels)."""
+    from torch.utils.flop_counter import conv_flop_count
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+GROUPED_CONV_CORRECTED = "torch.utils.flop_counter, grouped convolutions' backward corrected"
+
+
+def counted_flops(fn) -> int:
+    """FLOPs of ``fn()`` by torch.utils.flop_counter, with grouped convolutions' backward counted correctly."""
+    with FlopCounterMode(display=False,
+                         custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops}) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
 def step_flops(model, batch: int, image_size: int) -> int:
-    """FLOPs of one training step's forward and backward at ``batch`` (torch.utils.flop_counter)."""
+    """FLOPs of one training step's forward and backward at ``batch`` (``counted_flops``)."""
     device = next(model.parameters()).device
     x = torch.rand(batch, 3, image_size, image_size, device=device)
-    with FlopCounterMode(display=False) as counter:
-        F.cross_entropy(model(x), torch.zeros(batch, dtype=torch.long, device=device)).backward()
+    labels = torch.zeros(batch, dtype=torch.long, device=device)
+    flops = counted_flops(lambda: F.cross_entropy(model(x), labels).backward())
     model.zero_grad(set_to_none=True)
-    return int(counter.get_total_flops())
+    return flops
 
 
 def step_bytes(model, batch: int, image_size: int, activation_bytes: int) -> int:
@@ -257,6 +280,10 @@ def benchmark(model_name="deep_efficientnet", quick=False, data_root=DEFAULT_DAT
     floor["compute_ms_per_step"] = 1000 * floor["step_flops"] / rates["matmul_flops_per_second"]
     floor["memory_ms_per_step"] = 1000 * floor["step_bytes"] / rates["copy_bytes_per_second"]
     floor["floor_ms_per_step"] = max(floor["compute_ms_per_step"], floor["memory_ms_per_step"])
+    floor["flop_count"] = GROUPED_CONV_CORRECTED
+    # What fraction of the floor's pace each pipeline reaches (1 would be a step at the floor).
+    floor["fraction_reached"] = {name: floor["floor_ms_per_step"] / row["wall_ms_per_step"]
+                                 for name, row in engines.items() if "wall_ms_per_step" in row}
     peak, peak_kind = peak_memory(device)
     return {
         "device": device_name(device), "torch_version": torch.__version__, "git_commit": git_commit(),
@@ -311,17 +338,70 @@ def epoch_times(data_root=DEFAULT_DATA_ROOT, steps: int = 6) -> dict:
             "epoch_seconds": out}
 
 
+def _timed_step_ms(model_name: str, threads: int, steps: int, data_root: str, niceness: int = 0) -> float:
+    """ms per training step of ``model_name`` (the recipe's batch, eager engine, CPU) in this process at
+    ``threads`` threads: a worker of ``cpu_threads``."""
+    if niceness:
+        os.nice(niceness)
+    torch.set_num_threads(threads)
+    device = torch.device("cpu")
+    data = load_dataset("bloodmnist", data_root, device=device)
+    cfg = train_config(model_name, "bloodmnist", get_profile("full"))
+    torch.manual_seed(0)
+    model = build_model(model_name, data.num_classes).to(memory_format=torch.channels_last)
+    run = _engine_runner(model, data.splits["train"], data.num_classes, cfg, "eager", None)
+    return 1000 * _time_steps(run, steps, 2, device)
+
+
+def _side_by_side(jobs: list[tuple], data_root: str) -> list[float]:
+    """``_timed_step_ms`` of each (model, threads, steps, niceness) job, all in processes running at the same time."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+    with ProcessPoolExecutor(len(jobs), mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_timed_step_ms, model, threads, steps, data_root, niceness)
+                   for model, threads, steps, niceness in jobs]
+        return [f.result() for f in futures]
+
+
+CPU_THREAD_MODELS = ("deep_efficientnet", "simple_cnn", "efficientnet_lite0", "efficientnet_b0_se",
+                     "efficientnet_b0_cbam", "resnet18")
+
+
+def cpu_threads(data_root=DEFAULT_DATA_ROOT, steps: int = 6, models=CPU_THREAD_MODELS) -> dict:
+    """How a CPU sweep should use two cores, measured side by side in one run (utils.sweep's defaults): ms per
+    training step at batch 128 of each model on one thread and of DeepEfficientNet on two, each alone; the images
+    per second of two one-thread processes at once against one two-thread process; and each setting's step while
+    another one-thread training process at niceness 5 holds a core (a sweep's worker beside it)."""
+    name = models[0]
+    batch = train_config(name, "bloodmnist", get_profile("full")).batch_size
+    quiet = {m: {"1": _side_by_side([(m, 1, steps, 0)], data_root)[0]} for m in models}
+    quiet[name]["2"] = _side_by_side([(name, 2, steps, 0)], data_root)[0]
+    pair = _side_by_side([(name, 1, steps, 0), (name, 1, steps, 0)], data_root)
+    busy = {str(threads): _side_by_side([(name, threads, steps, 0), (name, 1, 4 * steps, 5)], data_root)[0]
+            for threads in (1, 2)}
+    return {"device": device_name(torch.device("cpu")).split(",")[0] + f", {os.cpu_count()} cores)",
+            "torch_version": torch.__version__, "git_commit": git_commit(), "batch_size": batch, "timed_steps": steps,
+            "ms_per_step_alone": quiet,
+            "images_per_second": {"one process, 2 threads": 1000 * batch / quiet[name]["2"],
+                                  "two processes, 1 thread each": sum(1000 * batch / ms for ms in pair)},
+            "ms_per_step_beside_a_busy_core": busy,
+            "slowdown_beside_a_busy_core": {t: busy[t] / quiet[name][t] for t in busy}}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m utils.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few timed steps; under 60 s on 2 CPU cores")
     parser.add_argument("--epoch-times", action="store_true", help="seconds per epoch of every model")
+    parser.add_argument("--cpu-threads", action="store_true",
+                        help="one or two threads per training process on a CPU, alone and beside a busy core")
     parser.add_argument("--model", default="deep_efficientnet", choices=MODEL_NAMES)
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args(argv)
     t = time.perf_counter()
-    result = epoch_times(args.data_root) if args.epoch_times else benchmark(args.model, args.quick, args.data_root)
+    result = (epoch_times(args.data_root) if args.epoch_times else cpu_threads(args.data_root) if args.cpu_threads
+              else benchmark(args.model, args.quick, args.data_root))
     result["bench_wall_seconds"] = time.perf_counter() - t
     text = json.dumps(result, indent=1)
     print(text)

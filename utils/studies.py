@@ -51,9 +51,22 @@ def walk_stages(study: Study, profile: Profile, records_of: Callable[[list[Plann
     return records
 
 
+def trains_here(profile: Profile) -> bool:
+    """Whether a notebook or summary may train a study's missing runs here: not the full profile on a CPU, where a
+    study is hours to days of training; there the stored runs are shown and the missing ones named with the command
+    that trains them in the background (``utils.sweep``)."""
+    return not (profile.name == "full" and default_device().type == "cpu")
+
+
 def run_study(study: Study, profile: Profile | str) -> list[dict]:
-    """Every run of ``study`` under ``profile``, stage by stage, trained or reused."""
+    """Every run of ``study`` under ``profile``, stage by stage, trained or reused; where the profile does not train
+    here (``trains_here``), the stored runs only, with the missing ones named on stdout."""
     profile = as_profile(profile)
+    if not trains_here(profile):
+        records, missing = stored_runs(study, profile)
+        if missing:
+            print(missing_message(study, profile, missing))
+        return records
     return walk_stages(study, profile, lambda runs: [train_planned(p, profile) for p in runs])
 
 
@@ -75,21 +88,37 @@ class MissingRuns(RuntimeError):
     """A study's records were asked for without training, and some are not stored."""
 
 
+def sweep_command(study: Study, profile: Profile) -> str:
+    return f"python -m utils.sweep --profile {profile.name} --only {study.name}"
+
+
+def missing_message(study: Study, profile: Profile, missing: list[str]) -> str:
+    return (f"{len(missing)} run(s) of the {study.name} study are not stored in the {profile.name} profile "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): {sweep_command(study, profile)} trains them")
+
+
+def stored_runs(study: Study, profile: Profile | str) -> tuple[list[dict], list[str]]:
+    """The stored records of ``study`` under ``profile`` (a next stage once its first stage is all stored), and the
+    names of its runs that are not stored; nothing is trained."""
+    profile = as_profile(profile)
+    missing: list[str] = []
+
+    def read(runs: list[PlannedRun]) -> list[dict | None]:
+        found = [stored_record(p, profile) for p in runs]
+        missing.extend(name for name, record in found if record is None)
+        return [record for _, record in found]
+
+    return [r for r in walk_stages(study, profile, read) if r is not None], missing
+
+
 def stored_study(study: Study, profile: Profile | str) -> list[dict]:
     """Every run of ``study`` under ``profile`` as ``run_study`` returns them, read from the stored records
     only; ``MissingRuns`` names the runs that are not stored and the command that trains them."""
     profile = as_profile(profile)
-
-    def read(runs: list[PlannedRun]) -> list[dict]:
-        found = [stored_record(p, profile) for p in runs]
-        missing = [name for name, record in found if record is None]
-        if missing:
-            raise MissingRuns(f"{len(missing)} run(s) of the {study.name} study are not stored in the {profile.name} "
-                              f"profile ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): "
-                              f"python -m utils.sweep --profile {profile.name} --only {study.name} trains them")
-        return [record for _, record in found]
-
-    return walk_stages(study, profile, read)
+    records, missing = stored_runs(study, profile)
+    if missing:
+        raise MissingRuns(missing_message(study, profile, missing))
+    return records
 
 
 def _slug(label: str) -> str:

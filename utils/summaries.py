@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from typing import Callable
 from .profiles import PROFILE_NAMES, Profile, as_profile, get_profile, output_dir
 from .storage import write_text
 from .studies import (DEEP_EFFICIENTNET_TARGET, LARGE_BATCH_LABELS, PCAM_TARGETS, STUDIES, MissingRuns,
-                      imbalance_summary, recipe_search_winner, run_study, stored_study, summarize)
+                      imbalance_summary, recipe_search_winner, run_study, stored_runs, summarize, sweep_command,
+                      trains_here)
 
 
 def provenance(profile: Profile, records: list[dict]) -> dict:
@@ -49,6 +51,18 @@ def _plain(profile: Profile, records: Records, compute: bool, study: str) -> dic
     return study_summary(profile, summarize(records[study]), records[study])
 
 
+def tta_over_seeds(runs: list[dict], compute: bool) -> dict:
+    """Each run's checkpoint scored with its 8 flips and 90-degree turns (a stored evaluation), kept for a run only
+    where it raises that run's validation accuracy; the test accuracy over seeds with TTA where kept."""
+    from .experiment import score_with_tta
+    scored = [score_with_tta(r, compute=compute) for r in runs]
+    kept = [t["val"]["acc"] > r["val"]["acc"] for r, t in zip(runs, scored)]
+    chosen = [t["test"]["acc"] if k else r["test"]["acc"] for r, t, k in zip(runs, scored, kept)]
+    return {"runs": [r["run"] for r in runs], "val_acc": [t["val"]["acc"] for t in scored],
+            "test_acc": [t["test"]["acc"] for t in scored], "kept": kept, "chosen_on": "val",
+            "test_acc_mean_where_kept": sum(chosen) / len(chosen)}
+
+
 def _deep_efficientnet(profile: Profile, records: Records, compute: bool) -> dict:
     from .analysis import calibration_study
     runs = records["deep_efficientnet"]
@@ -59,6 +73,7 @@ def _deep_efficientnet(profile: Profile, records: Records, compute: bool) -> dic
                       "test_acc": [r["test"]["acc"] for r in runs], "test_acc_mean": over_seeds["test_acc_mean"],
                       "test_acc_std": over_seeds["test_acc_std"]},
             "chosen_on": "val",  # each run's checkpoint is its best epoch on validation accuracy
+            "tta": tta_over_seeds(runs, compute),
             "calibration": {k: calibration[k] for k in ("temperature", "ece_before", "ece_after")},
             "target": {"test_acc_mean": DEEP_EFFICIENTNET_TARGET,
                        "met": over_seeds["test_acc_mean"] >= DEEP_EFFICIENTNET_TARGET}}
@@ -157,12 +172,47 @@ SUMMARIES = {
 
 def build_summary(name: str, profile: Profile | str, compute: bool = True) -> dict | None:
     """The summary ``name`` under ``profile``. ``compute``: train the runs and measure the evaluations (TTA,
-    ROAD) that are not stored yet; without it, stored ones only (``MissingRuns`` / ``FileNotFoundError`` name
-    what is missing and how to make it). None where the profile has nothing to summarise."""
+    ROAD) that are not stored yet; without it, or where the profile does not train here (``studies.trains_here``:
+    the full profile on a CPU), the stored runs only, with the missing ones under ``"missing"`` and the command that
+    trains them. A missing evaluation is a ``FileNotFoundError`` that names the command that measures it. None where
+    the profile has nothing to summarise (a study with no stored run)."""
     profile = as_profile(profile)
     summary = SUMMARIES[name]
-    read = run_study if compute else stored_study
-    return summary.build(profile, {study: read(STUDIES[study], profile) for study in summary.studies}, compute)
+    records, missing = {}, {}
+    for study in summary.studies:
+        if compute and trains_here(profile):
+            records[study] = run_study(STUDIES[study], profile)
+        else:
+            records[study], missing[study] = stored_runs(STUDIES[study], profile)
+            if not records[study] and missing[study]:
+                return None
+    built = summary.build(profile, records, compute)
+    gaps = {study: {"runs": names, "command": sweep_command(STUDIES[study], profile)}
+            for study, names in missing.items() if names}
+    return dict(built, missing=gaps) if built is not None and gaps else built
+
+
+def summary_path(name: str, profile: Profile | str, results: Path | None = None) -> Path:
+    """``results/<name>/summary.json``; the full profile's under ``results/full/``, beside the cpu profile's shorter
+    budgets, which stay where the studies that have no full-budget runs yet are read from."""
+    profile = as_profile(profile)
+    root = output_dir("results", profile) if results is None else Path(results)
+    return (root / "full" if profile.name == "full" else root) / name / "summary.json"
+
+
+def read_summary(name: str, profile: Profile | str, results: Path | None = None) -> dict | None:
+    path = summary_path(name, profile, results)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def shown_summary(name: str, results: Path | None = None) -> dict | None:
+    """The summary README, report and notebooks lead with: the full budget's where it is stored and compares
+    something (at least two rows stored, or a study of one model), else the cpu profile's approximation. Its
+    ``provenance["profile"]`` says which."""
+    full = read_summary(name, "full", results)
+    if full is not None and len(full.get("rows", [None, None])) >= 2:
+        return full
+    return read_summary(name, "cpu", results)
 
 
 def as_json(payload: dict) -> str:
@@ -203,9 +253,15 @@ def outputs(profile: Profile | str, names=None, datasets=None, compute: bool = F
     results = output_dir("results", profile)
     texts = {}
     for name in SUMMARIES if names is None else names:
-        summary = build_summary(name, profile, compute)
+        try:
+            summary = build_summary(name, profile, compute)
+        except FileNotFoundError as error:  # an evaluation not measured yet: leave the summary out, say which
+            if trains_here(profile):
+                raise
+            print(f"summaries ({profile.name}): {name} left out: {error}", file=sys.stderr)
+            continue
         if summary is not None:
-            texts[results / name / "summary.json"] = as_json(summary)
+            texts[summary_path(name, profile)] = as_json(summary)
     for dataset in DATASETS if datasets is None else datasets:
         texts[results / "eda" / f"{dataset}.json"] = as_json(describe_dataset(*_load(dataset)))
     return texts
@@ -228,17 +284,25 @@ def write_summaries(profile: Profile | str, names=None, datasets=None, compute: 
     return write_stale(outputs(profile, names, datasets, compute))
 
 
+# The profiles whose results are committed: ``make summaries`` rebuilds both unless told one.
+COMMITTED_PROFILES = ("cpu", "full")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m utils.summaries", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=PROFILE_NAMES, help="default: $PROFILE, else full on CUDA, cpu otherwise")
+    parser.add_argument("--profile", choices=PROFILE_NAMES,
+                        help=f"default: $PROFILE, else the committed ones ({', '.join(COMMITTED_PROFILES)})")
     parser.add_argument("--only", nargs="+", choices=list(SUMMARIES), metavar="SUMMARY",
                         help=f"summaries to build, of: {', '.join(SUMMARIES)} (default: all, and the datasets)")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a stored file differs")
     args = parser.parse_args(argv)
-    profile = get_profile(args.profile)
+    named = args.profile or os.environ.get("PROFILE")
+    profiles = [get_profile(named)] if named else [get_profile(name) for name in COMMITTED_PROFILES]
+    texts = {}
     try:
-        texts = outputs(profile, args.only, [] if args.only else None)
+        for i, profile in enumerate(profiles):
+            texts.update(outputs(profile, args.only, [] if args.only or i else None))
     except (MissingRuns, FileNotFoundError) as error:
         sys.exit(f"summaries: {error}")
     if args.check:
@@ -246,7 +310,7 @@ def main(argv=None):
         print("\n".join(f"differs: {p}" for p in differ) or f"summaries: all {len(texts)} as stored")
         sys.exit(1 if differ else 0)
     written = write_stale(texts)
-    print(f"summaries ({profile.name}): {len(texts)} files, {len(written)} rewritten"
+    print(f"summaries ({', '.join(p.name for p in profiles)}): {len(texts)} files, {len(written)} rewritten"
           + "".join(f"\n  {p}" for p in written))
 
 
