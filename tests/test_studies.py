@@ -9,12 +9,12 @@ def test_each_ablation_changes_only_what_it_names_and_none_repeats_the_recipe():
     import torch
     from utils.experiment import plan_run
     from utils.studies import effective_ablations
-    recipe = plan_run("deep_efficientnet", profile="cpu")
+    recipe = plan_run("deep_efficientnet", profile="full")
     trained = {}
     for label, change in ABLATIONS.items():
         change = dict(change)
         kwargs = change.pop("model_kwargs", None)
-        run = plan_run("deep_efficientnet", profile="cpu", model_kwargs=kwargs, **change)
+        run = plan_run("deep_efficientnet", profile="full", model_kwargs=kwargs, **change)
         changed = {k for k, v in run.config.to_dict().items() if recipe.config.to_dict()[k] != v}
         assert changed == set(change), label  # the named fields changed, nothing else did
         passed_to_model = {k: change[k] for k in ("dropout", "drop_path") if k in change}
@@ -62,6 +62,7 @@ def test_pcam_study_screens_then_retrains_the_validation_winner_on_all_patches(m
         return {"model": model, "seed": seed, "val": {"auc": auc}}
 
     monkeypatch.setattr(studies, "run_training", fake_run_training)
+    monkeypatch.setattr(studies, "trains_here", lambda profile: True)  # as on a GPU
     cpu = get_profile("cpu")
     records = studies.run_pcam_study(cpu)
     screen = [r for r in records if r["stage"] == "screen"]
@@ -104,6 +105,7 @@ def test_pcam_scaling_trains_one_model_on_growing_subsets(monkeypatch):
         return {"model": model, "seed": seed}
 
     monkeypatch.setattr(studies, "run_training", fake_run_training)
+    monkeypatch.setattr(studies, "trains_here", lambda profile: True)  # as on a GPU
     records = studies.run_pcam_scaling("cpu")
     plan = get_profile("cpu").budget("pcam_scaling")
     model, kwargs = studies.PCAM_MODELS[studies.PCAM_SCALING_MODEL]
@@ -178,10 +180,11 @@ def test_the_recipe_search_screens_one_change_at_a_time_and_confirms_the_validat
     def fake_run_training(model, dataset, profile, seed, **arguments):
         calls.append((seed, arguments))
         label = arguments.get("tag", "recipe")
-        acc = 0.99 if label == "recipe_4x_batch" else 0.97 if arguments.get("augment") == "basic" else 0.95
+        acc = 0.99 if label == "recipe_4x_batch" else 0.97 if arguments.get("augment") == "color" else 0.95
         return {"model": model, "seed": seed, "val": {"acc": acc}}
 
     monkeypatch.setattr(studies, "run_training", fake_run_training)
+    monkeypatch.setattr(studies, "trains_here", lambda profile: True)  # as on a GPU
     full = get_profile("full")
     records = studies.run_recipe_search(full)
     screen = [r for r in records if r["stage"] == "screen"]
@@ -196,6 +199,45 @@ def test_the_recipe_search_screens_one_change_at_a_time_and_confirms_the_validat
     assert [r["seed"] for r in confirm] == [1, 2] and {r["label"] for r in confirm} == {"4x batch"}
     # A larger batch that loses the recipe's accuracy is never chosen, however the others fare.
     losing = [dict(r, val={"acc": 0.90 if r["label"] in studies.LARGE_BATCH_LABELS else r["val"]["acc"]}) for r in screen]
-    assert studies.recipe_search_winner(losing) == "basic augmentation"
+    assert studies.recipe_search_winner(losing) == "colour augmentation"
     calls.clear()
     assert studies.run_recipe_search("cpu") == [] and calls == []  # no search at the cpu budget
+
+
+def test_the_full_profile_on_a_cpu_trains_nothing_and_names_the_missing_runs(tmp_path, monkeypatch, capsys):
+    import utils.studies as studies
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a study in the full profile on a CPU must not train")
+
+    monkeypatch.chdir(tmp_path)  # nothing stored here
+    monkeypatch.setattr(studies, "run_training", no_training)
+    monkeypatch.setattr(studies, "default_device", lambda: __import__("torch").device("cpu"))
+    assert studies.run_deep_efficientnet("full") == []
+    said = capsys.readouterr().out
+    assert "3 run(s) of the deep_efficientnet study are not stored in the full profile" in said
+    assert "python -m utils.sweep --profile full --only deep_efficientnet trains them" in said
+    records, missing = studies.stored_runs(studies.BASELINE_STUDY, "full")
+    assert records == [] and len(missing) == 3 * len(studies.BASELINES)
+
+
+def test_the_recipe_augments_with_flips_and_turns_and_the_cpu_profile_keeps_its_old_runs_until_retrained():
+    from utils.recipes import train_config
+    from utils.studies import ABLATION_STUDY
+    assert train_config("deep_efficientnet", "bloodmnist", get_profile("full")).augment == "basic"
+    assert train_config("deep_efficientnet", "bloodmnist", get_profile("cpu")).augment == "full"  # transitional
+    assert train_config("efficientnet_lite0", "pcam", get_profile("cpu")).augment == "color"  # PCam's own recipe
+    # The old augmentation is an ablation row where it is not the recipe, and no row repeats the recipe.
+    full_rows = {p.label for p in ABLATION_STUDY.runs(get_profile("full"))}
+    cpu_rows = {p.label for p in ABLATION_STUDY.runs(get_profile("cpu"))}
+    assert "affine + colour augmentation" in full_rows and "affine + colour augmentation" not in cpu_rows
+    assert "basic augmentation" not in ABLATIONS
+
+
+def test_relabelled_ablations_keep_their_run_names():
+    from utils.studies import ABLATION_STUDY
+    tags = {p.label: p.arguments.get("tag") for p in ABLATION_STUDY.runs(get_profile("cpu"))}
+    assert tags["SGD (lr 0.05, weight decay 5e-4)"] == "ablation_sgd"
+    assert tags["batch 256 (lr 4e-3)"] == "ablation_batch_256"
+    assert tags["all regularisation off (label smoothing, dropout, stochastic depth, weight decay)"] == \
+        "ablation_all_regularisation_off"

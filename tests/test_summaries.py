@@ -165,3 +165,37 @@ def test_make_summaries_reproduces_the_committed_summaries_from_the_committed_ru
     assert {p.parent.name for p in texts} >= set(SUMMARIES) - {"recipe_search"} | {"eda"}
     differ = [str(p) for p, text in texts.items() if (REPO / p).read_text() != text]
     assert not differ, f"{differ} differ from what the stored runs give: run make summaries"
+
+
+def test_a_full_budget_summary_from_a_part_of_its_runs_names_the_rest_and_the_command(tmp_path, monkeypatch):
+    import utils.summaries as summaries
+    from utils.studies import BASELINE_STUDY, PlannedRun
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(summaries, "trains_here", lambda profile: False)  # the full profile on a CPU
+    stored = [dict(record("SimpleCNN", metrics(0.98), metrics(0.97), seed=s), run=f"simple_cnn-s{s}") for s in (0, 1)]
+
+    def fake_stored_runs(study, profile):
+        return (stored, ["resnet18-s0", "resnet18-s1"]) if study is BASELINE_STUDY else ([], [f"{study.name}-s0"])
+
+    monkeypatch.setattr(summaries, "stored_runs", fake_stored_runs)
+    summary = summaries.build_summary("baselines", "full", compute=False)
+    assert [r["name"] for r in summary["rows"]] == ["SimpleCNN"] and summary["rows"][0]["seeds"] == 2
+    assert summary["missing"] == {"baselines": {"runs": ["resnet18-s0", "resnet18-s1"],
+                                                "command": "python -m utils.sweep --profile full --only baselines"}}
+    assert "2 run(s) of baselines not stored yet" in summaries.missing_note(summary)
+    assert summaries.build_summary("attention", "full", compute=False) is None  # nothing stored: nothing to show
+
+
+def test_the_full_budget_is_shown_where_it_compares_something_else_the_cpu_approximation(tmp_path):
+    from utils.summaries import shown_summary, summary_path
+    def write(profile, rows):
+        path = summary_path("baselines", profile, tmp_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"provenance": {"profile": profile}, "rows": rows}))
+    write("cpu", [{"name": "a"}, {"name": "b"}])
+    assert shown_summary("baselines", tmp_path)["provenance"]["profile"] == "cpu"
+    write("full", [{"name": "a"}])  # one row compares nothing yet
+    assert shown_summary("baselines", tmp_path)["provenance"]["profile"] == "cpu"
+    write("full", [{"name": "a"}, {"name": "b"}])
+    assert shown_summary("baselines", tmp_path)["provenance"]["profile"] == "full"
+    assert summary_path("baselines", "full", tmp_path) == tmp_path / "full" / "baselines" / "summary.json"

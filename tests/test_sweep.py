@@ -47,9 +47,13 @@ def test_git_commit_of_a_copy_without_git_comes_from_the_environment(tmp_path, m
 
 def test_sweep_fills_the_device_and_estimates_time_left_from_its_pace(monkeypatch):
     import torch
-    from utils.sweep import RUNS_PER_GPU, default_workers, time_left
+    from utils.sweep import RUNS_PER_GPU, cpu_cores, default_workers, time_left, worker_threads
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert default_workers() == 1
+    # A CPU: one worker per core, one thread each (two one-thread runs outpace one two-thread run, and stall far
+    # less when something else takes a core: README, "Training on a CPU").
+    assert default_workers() == cpu_cores()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert worker_threads(2) == 1 and worker_threads(4) == 1 and worker_threads(1) == 2
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert default_workers() == 2 * RUNS_PER_GPU
@@ -64,3 +68,27 @@ def test_the_declared_cpu_studies_are_the_committed_runs(monkeypatch):
     from tests.conftest import REPO
     monkeypatch.chdir(REPO)
     assert plan(list(STUDIES), "cpu") == {}
+
+
+def test_cpu_workers_run_at_low_priority():
+    import subprocess
+    import sys
+    code = "import os; from utils.sweep import _init_worker, CPU_WORKER_NICENESS; before = os.nice(0); " \
+           "_init_worker(1, CPU_WORKER_NICENESS); print(os.nice(0) - before, CPU_WORKER_NICENESS)"
+    raised, expected = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                      cwd=str(__import__("tests.conftest").conftest.REPO)).stdout.split()
+    assert int(raised) == int(expected) > 0
+
+
+def test_a_campaign_trains_the_headline_runs_first(tmp_path, monkeypatch):
+    # The order of issue #23: DeepEfficientNet, SimpleCNN and the ImageNet Lite0 over every seed, then one seed of
+    # each comparison, then the rest, whatever order the studies list them in.
+    from utils.sweep import campaign_order
+    monkeypatch.chdir(tmp_path)  # nothing stored
+    todo = plan(["attention", "baselines", "deep_efficientnet"], "full")
+    names = list(campaign_order(todo))
+    assert [n.split("-bloodmnist")[0] for n in names[:9]] == \
+        ["deep_efficientnet"] * 3 + ["simple_cnn"] * 3 + ["efficientnet_lite0_pretrained"] * 3
+    assert [n.split("-bloodmnist")[0] for n in names[9:15]] == \
+        ["attention_none", "attention_se", "attention_cbam", "attention_msff", "resnet18", "efficientnet_lite0"]
+    assert all("-s0-" in n for n in names[9:15]) and len(names) == len(todo) == len(set(names))

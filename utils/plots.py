@@ -234,24 +234,34 @@ def plot_cam_panel(images, cams: dict, examples: dict, class_names: list[str], c
     return plot_image_grid(tiles, titles, columns=2 * (1 + len(cams)))
 
 
+def seed_note(rows: list[dict]) -> str:
+    """What the error bars of a study's rows are: the spread over seeds, or nothing where a row has one seed."""
+    seeds = {r["seeds"] for r in rows}
+    if seeds == {1}:
+        return "one seed per row: no spread between seeds"
+    return f"mean \u00b1 sd over {'/'.join(map(str, sorted(seeds)))} seeds"
+
+
 def plot_metric_bars(rows: list[dict], metric: str = "val_acc", baseline: str | None = None,
                      title: str = ""):
-    """Horizontal bars of a metric's seed mean with standard-deviation error bars; with ``baseline``,
-    the difference from that row (in percentage points)."""
+    """A metric's seed mean per row with standard-deviation error bars: points on an axis fitted to them (a bar
+    from zero would hide the differences, a bar from a cut axis would exaggerate them); with ``baseline``, bars of
+    the difference from that row (in percentage points). The title says what the error bars are."""
     base = next((r[f"{metric}_mean"] for r in rows if r["name"] == baseline), 0.0) if baseline else 0.0
     names = [r["name"] for r in rows]
     values = [100 * (r[f"{metric}_mean"] - base) for r in rows]
     errors = [100 * r[f"{metric}_std"] for r in rows]
     fig, ax = plt.subplots(figsize=(TEXT_WIDTH, 0.22 * len(rows) + 0.8))
-    ax.barh(names, values, xerr=errors, color=["#e07b39" if n == baseline else "#3978e0" for n in names],
-            capsize=3)
+    colors = ["#e07b39" if n == baseline else "#3978e0" for n in names]
+    if baseline:
+        ax.barh(names, values, xerr=errors, color=colors, capsize=3)
+        ax.axvline(0, color="grey", lw=0.8)
+    else:
+        ax.errorbar(values, names, xerr=errors, fmt="o", color="#3978e0", capsize=3)
     ax.invert_yaxis()
     label = metric.replace("_", " ")
     ax.set_xlabel(f"{label} - {baseline} (points)" if baseline else f"{label} (%)")
-    if not baseline:
-        low = min(v - e for v, e in zip(values, errors))
-        ax.set_xlim(max(0, low - 2), 100)
-    ax.set_title(title)
+    ax.set_title(typeset(f"{title} ({seed_note(rows)})" if title else seed_note(rows)))
     return fig
 
 

@@ -159,19 +159,24 @@ ABLATIONS: dict[str, dict] = {
     "label smoothing off": {"label_smoothing": 0.0},
     "dropout off": {"dropout": 0.0},
     "stochastic depth off": {"drop_path": 0.0},
-    "all regularisation off": {"label_smoothing": 0.0, "dropout": 0.0, "drop_path": 0.0, "weight_decay": 0.0},
+    "all regularisation off (label smoothing, dropout, stochastic depth, weight decay)":
+        {"label_smoothing": 0.0, "dropout": 0.0, "drop_path": 0.0, "weight_decay": 0.0},
     "step schedule": {"schedule": "step"},
     "constant schedule": {"schedule": "constant"},
     "one-cycle schedule": {"schedule": "onecycle"},
     "no augmentation": {"augment": "none"},
     # The recipe's augmentation until 50-epoch validation chose "basic" (TrainConfig.augment).
     "affine + colour augmentation": {"augment": "full"},
-    "SGD": {"optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4},
+    "SGD (lr 0.05, weight decay 5e-4)": {"optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4},
     "AMP off (fp32)": {"amp": "off"},
     "AMP bf16": {"amp": "bf16"},
     "batch 64": {"batch_size": 64},
-    "batch 256": {"batch_size": 256, "lr": 4e-3},
+    "batch 256 (lr 4e-3)": {"batch_size": 256, "lr": 4e-3},
 }
+# A row whose label names every change it makes keeps the run tag of its first, shorter label, so its runs keep
+# their names.
+ABLATION_TAGS = {"all regularisation off (label smoothing, dropout, stochastic depth, weight decay)":
+                 "all_regularisation_off", "SGD (lr 0.05, weight decay 5e-4)": "sgd", "batch 256 (lr 4e-3)": "batch_256"}
 
 
 def effective_ablations(recipe_amp: torch.dtype | None) -> dict[str, dict]:
@@ -201,7 +206,7 @@ def _ablation_runs(profile: Profile) -> list[PlannedRun]:
         if change and _is_the_recipe(change, profile):
             continue
         # With the profile's own budget the unchanged recipe is notebook 03's run: reused, not retrained.
-        tag = {"tag": f"ablation_{_slug(label)}"} if change or budget else {}
+        tag = {"tag": f"ablation_{ABLATION_TAGS.get(label, _slug(label))}"} if change or budget else {}
         runs += [PlannedRun(label, "deep_efficientnet", seed, arguments={**tag, **budget, **change})
                  for seed in profile.seeds]
     return runs

@@ -284,6 +284,28 @@ def write_summaries(profile: Profile | str, names=None, datasets=None, compute: 
     return write_stale(outputs(profile, names, datasets, compute))
 
 
+def ranking_sentence(summary: dict, name: str = "DeepEfficientNet") -> str:
+    """Where ``name`` ranks in a study on validation accuracy, and which rows beat it, with their cost."""
+    rows = sorted(summary["rows"], key=lambda r: -r["val_acc_mean"])
+    place = next((i for i, r in enumerate(rows) if r["name"] == name), None)
+    if place is None:
+        return f"{name} has no stored run in this study ({summary['provenance']['profile']} profile)."
+    ahead = ", ".join(f"{r['name']} (val {100 * r['val_acc_mean']:.2f}%, test {100 * r['test_acc_mean']:.2f}%, "
+                      f"{r['params'] / 1e6:.2f}M parameters)" for r in rows[:place])
+    ours = rows[place]
+    return (f"{name} ranks {place + 1} of {len(rows)} on validation ({100 * ours['val_acc_mean']:.2f}%, test "
+            f"{100 * ours['test_acc_mean']:.2f}%, {ours['params'] / 1e6:.2f}M parameters)"
+            + (f"; ahead of it: {ahead}." if ahead else ": no model of this study is ahead of it."))
+
+
+def missing_note(summary: dict) -> str:
+    """The runs a summary lacks and the command that trains them, or that none is missing."""
+    gaps = summary.get("missing", {})
+    if not gaps:
+        return f"every run of this study is stored ({summary['provenance']['profile']} profile)"
+    return "; ".join(f"{len(g['runs'])} run(s) of {study} not stored yet: {g['command']}" for study, g in gaps.items())
+
+
 # The profiles whose results are committed: ``make summaries`` rebuilds both unless told one.
 COMMITTED_PROFILES = ("cpu", "full")
 
