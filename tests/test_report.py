@@ -28,6 +28,15 @@ def test_readme_table_comes_from_the_records(tmp_path):
     assert not update_readme(readme, runs)  # idempotent
 
 
+def test_the_readme_table_leads_with_the_full_budget(tmp_path):
+    from utils.report import results_table
+    runs = tmp_path / "runs"
+    store_record(runs, "short", **_record("short", 0.99))
+    store_record(runs, "long", **dict(_record("long", 0.97), profile="full"))
+    table = results_table(runs)
+    assert table.index("| long | full |") < table.index("| short | cpu |")  # full first, whatever the accuracy
+
+
 def test_missing_markers_are_reported(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("no markers")

@@ -50,9 +50,40 @@ def results_table(folder: str | Path = "results/runs") -> str:
     return "\n".join(lines)
 
 
+CPU_THREADS_FILE = "bench/cpu_threads.json"
+
+
+def cpu_threads_markdown(results: Path = Path("results")) -> str:
+    """The CPU sweep's measured reason for one single-thread worker per core (``python -m utils.bench
+    --cpu-threads``), as a README table."""
+    path = results / CPU_THREADS_FILE
+    if not path.is_file():
+        return f"(not measured yet: `python -m utils.bench --cpu-threads --out results/{CPU_THREADS_FILE}`)"
+    bench = json.loads(path.read_text())
+    alone, busy = bench["ms_per_step_alone"], bench["ms_per_step_beside_a_busy_core"]
+    first = next(iter(alone))
+    lines = [f"Measured by `python -m utils.bench --cpu-threads` on {bench['device']} at {bench['git_commit'][:7]} "
+             f"(torch {bench['torch_version']}), batch {bench['batch_size']}, {bench['timed_steps']} timed steps each, "
+             "every setting in the same run:", "",
+             "| model | ms/step, 1 thread, alone | ms/step, 2 threads, alone | ms/step beside a busy core, 1 thread "
+             "| ms/step beside a busy core, 2 threads |", "|---|---|---|---|---|"]
+    for model, times in alone.items():
+        beside = [f"{busy[t]:,.0f} ({bench['slowdown_beside_a_busy_core'][t]:.1f}x)" if model == first else ""
+                  for t in ("1", "2")]
+        lines.append(f"| {model} | {times['1']:,.0f} | {times['2']:,.0f} | " if "2" in times else
+                     f"| {model} | {times['1']:,.0f} | | ")
+        lines[-1] += " | ".join(beside) + " |"
+    ips = bench["images_per_second"]
+    lines += ["", f"Images per second, {first}: " + "; ".join(f"{k}: {v:,.0f}" for k, v in ips.items()) + "."]
+    return "\n".join(lines)
+
+
 def readme_blocks(folder: str | Path = "results/runs") -> dict[str, str]:
-    """The README's generated blocks, by marker name: every run's row, and the seed projects' claims."""
-    return {"results": results_table(folder), "claims": claims_markdown(Path(folder).parent)}
+    """The README's generated blocks, by marker name: every run's row, the seed projects' claims, and the CPU
+    sweep's thread measurements."""
+    results = Path(folder).parent
+    return {"results": results_table(folder), "claims": claims_markdown(results),
+            "cpu-threads": cpu_threads_markdown(results)}
 
 
 def update_readme(readme: Path = README, folder: str | Path = "results/runs") -> bool:
@@ -320,7 +351,7 @@ def ablations_section(results: Path) -> Section:
     ablations = shown_summary("ablations", results)
     rows = [[r[0], r[4], r[8], r[7]] for r in _study_rows(ablations, "recipe")]
     t = {"ablations": _table(["Change from the recipe", "Val acc (\\%)", "$\\Delta$ val (points)", "Train (s)"],
-                             rows, "notebook 05 not run yet")}
+                             rows, "notebook 05 not run yet", align=r">{\raggedright\arraybackslash}p{2.4in}rrr")}
     if not ablations:
         return {}, t
     rows = ablations["rows"]
