@@ -165,7 +165,7 @@ ABLATIONS: dict[str, dict] = {
     "constant schedule": {"schedule": "constant"},
     "one-cycle schedule": {"schedule": "onecycle"},
     "no augmentation": {"augment": "none"},
-    # The recipe's augmentation until 50-epoch validation chose "basic" (TrainConfig.augment).
+    # The recipe's augmentation until 50-epoch validation chose "basic" (TrainConfig.augment): PREVIOUS_RECIPE.
     "affine + colour augmentation": {"augment": "full"},
     "SGD (lr 0.05, weight decay 5e-4)": {"optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4},
     "AMP off (fp32)": {"amp": "off"},
@@ -173,6 +173,10 @@ ABLATIONS: dict[str, dict] = {
     "batch 64": {"batch_size": 64},
     "batch 256 (lr 4e-3)": {"batch_size": 256, "lr": 4e-3},
 }
+# The row that is the recipe as it was before 50-epoch validation chose flips and turns only. Its runs keep the names
+# that recipe's runs were trained under (no tag), so the full-budget H100 runs of that recipe
+# (../shared/gpu-runs/dff1171/runs, copied unchanged into results/runs) are this row at the full budget.
+PREVIOUS_RECIPE = "affine + colour augmentation"
 # A row whose label names every change it makes keeps the run tag of its first, shorter label, so its runs keep
 # their names.
 ABLATION_TAGS = {"all regularisation off (label smoothing, dropout, stochastic depth, weight decay)":
@@ -206,7 +210,8 @@ def _ablation_runs(profile: Profile) -> list[PlannedRun]:
         if change and _is_the_recipe(change, profile):
             continue
         # With the profile's own budget the unchanged recipe is notebook 03's run: reused, not retrained.
-        tag = {"tag": f"ablation_{ABLATION_TAGS.get(label, _slug(label))}"} if change or budget else {}
+        tagged = (change or budget) and label != PREVIOUS_RECIPE
+        tag = {"tag": f"ablation_{ABLATION_TAGS.get(label, _slug(label))}"} if tagged else {}
         runs += [PlannedRun(label, "deep_efficientnet", seed, arguments={**tag, **budget, **change})
                  for seed in profile.seeds]
     return runs
