@@ -10,6 +10,7 @@ import dataclasses
 import math
 import os
 import random
+import sys
 import time
 import warnings
 from contextlib import nullcontext
@@ -365,6 +366,9 @@ def fit(model: nn.Module, data: ImageDataset, cfg: TrainConfig, state_path: str 
     amp_dtype = resolve_amp(cfg.amp, device)
     state_path = Path(state_path) if state_path else None
     state = _load_state(state_path, device) if resume and state_path and state_path.is_file() else None
+    if not resume and state_path and state_path.is_file():
+        print(f"{desc}: {state_path} holds an interrupted run's progress; it is not resumed (resume=False, or "
+              f"--force) and is overwritten from epoch 1", file=sys.stderr, flush=True)
     engine, fallback = resolve_engine(cfg, device, amp_dtype, graph_capture)
     if state is not None and state.get("engine", "eager") != engine:
         if state.get("engine") == "graph":
@@ -394,14 +398,21 @@ def fit(model: nn.Module, data: ImageDataset, cfg: TrainConfig, state_path: str 
         if device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"].cpu())
         history, best, start_epoch, elapsed = state["history"], state["best"], state["epoch"], state["elapsed"]
+        print(f"{desc}: resuming from {state_path} ({start_epoch} of {cfg.epochs} epochs done"
+              + (", stopped early" if state.get("finished") and start_epoch < cfg.epochs else "") + ")",
+              file=sys.stderr, flush=True)
     stepper = build_stepper(model, loader, cfg, engine, amp_dtype, loss_weight, ema, state,
                             start_epoch * len(loader), graph_capture)
     optimizer, scheduler, scaler = stepper.optimizer, stepper.scheduler, stepper.scaler
 
     quiet = bool(os.environ.get("CI") or os.environ.get("TQDM_DISABLE")) if progress is None else not progress
-    bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, disable=quiet, leave=False, initial=start_epoch,
+    # A run that had finished (its last epoch, or stopped early) before it was interrupted trains no further.
+    last_epoch = start_epoch if state is not None and state.get("finished") else cfg.epochs
+    bar = tqdm(range(start_epoch, last_epoch), desc=desc, disable=quiet, leave=False, initial=start_epoch,
                total=cfg.epochs)
-    patience_left = cfg.early_stop_patience
+    # The patience follows from the history: full at the best epoch, one less for each epoch since, so a resumed
+    # run stops where the uninterrupted one stops.
+    patience_left = cfg.early_stop_patience - (start_epoch - max(best["epoch"], 0))
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()

@@ -130,7 +130,11 @@ def plan_run(model: str, dataset: str = "bloodmnist", profile: Profile | str | N
     """The run ``run_training`` would train or reuse for these arguments (its name is the hash of
     everything that changes what is trained)."""
     prof = as_profile(profile)
+    if train_limit is not None and train_limit < 1:
+        raise ValueError(f"train_limit is {train_limit}; give a whole number of 1 or more, or None for the profile's")
     cfg = train_config(model, dataset, prof, seed=seed, **overrides)
+    if cfg.epochs < 1:
+        raise ValueError(f"epochs is {cfg.epochs}; give a whole number of 1 or more")
     model_kwargs = dict(model_kwargs or {})
     for key, value in DATASET_MODEL_KWARGS.get(dataset, {}).items():
         if accepts_kwarg(model, key):

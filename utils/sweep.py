@@ -19,6 +19,7 @@ from multiprocessing import get_context
 
 import torch
 
+from .cli import OneLineParser, positive_int
 from .experiment import run_training
 from .profiles import PROFILE_NAMES, Profile, as_profile, get_profile
 from .studies import STUDIES, PlannedRun, stored_record, walk_stages
@@ -169,10 +170,10 @@ def sweep(names: list[str], profile: Profile | str, workers: int, dry_run: bool 
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m utils.sweep", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="python -m utils.sweep", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=PROFILE_NAMES, help="default: $PROFILE, else full on CUDA, cpu otherwise")
-    parser.add_argument("--workers", type=int, help=f"runs trained at the same time (default: {RUNS_PER_GPU} per "
+    parser.add_argument("--workers", type=positive_int, help=f"runs trained at the same time (default: {RUNS_PER_GPU} per "
                         f"CUDA device, else one per CPU core with {CPU_WORKER_THREADS} thread each)")
     parser.add_argument("--only", nargs="+", choices=list(STUDIES), default=list(STUDIES), metavar="STUDY",
                         help=f"studies to run, of: {', '.join(STUDIES)}")
