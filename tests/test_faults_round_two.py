@@ -88,3 +88,185 @@ def test_a_sweep_with_no_workers_is_refused(capsys):
     assert exit_.value.code == 2 and err == ("python -m utils.sweep: error: argument --workers: 0 is not accepted; "
                                              "give a whole number of 1 or more\n")
 
+
+# --- a checkpoint scored on the wrong data -----------------------------------------------------------------------
+
+def _evaluate(capsys, *args):
+    """``python -m utils.evaluate`` in this process: (exit code, stdout, stderr)."""
+    from utils.evaluate import main
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("model_name, classes, meta, args, says", [
+    ("simple_cnn", 8, {"dataset": "pcam"}, [], "the model predicts 8 classes, pcam has 2 (normal, metastasis)"),
+    ("simple_cnn", 2, {"dataset": "pcam", "class_names": ["a", "b"]}, [], "trained on the classes a, b, pcam has"),
+    ("simple_cnn", 8, {}, [], "names no dataset it was trained on; pass --dataset (bloodmnist or pcam)"),
+    ("simple_cnn", 8, {"dataset": "bloodmnist"}, ["--dataset", "pcam"], "trained on bloodmnist, not pcam"),
+    ("simple_cnn", 8, {"dataset": "cifar10"}, [], "names the dataset 'cifar10', which this code does not load"),
+    ("not_a_model", 8, {"dataset": "bloodmnist"}, [], "saved from a model named 'not_a_model', which this code does "
+                                                      "not build"),
+], ids=["class-count", "class-names", "no-dataset", "other-dataset", "unknown-dataset", "unknown-model"])
+def test_a_checkpoint_for_other_data_is_refused_before_scoring(tmp_path, capsys, monkeypatch, model_name, classes,
+                                                               meta, args, says):
+    from utils import evaluate
+    from utils.models import save_checkpoint
+    model = build_model("simple_cnn", classes)
+    model.model_name = model_name
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model, meta)
+    monkeypatch.setattr(evaluate, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the checks"))
+    code, out, err = _evaluate(capsys, "--checkpoint", str(path), *args)
+    assert code == 1 and out == "" and err.startswith(f"error: {path}: ") and len(err.splitlines()) == 1, err
+    assert says in err, err
+
+
+def test_evaluate_prints_valid_json_where_a_metric_is_undefined(tmp_path, capsys, monkeypatch):
+    import json
+    from utils import evaluate
+    from utils.models import save_checkpoint
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, build_model("simple_cnn", 8), {"dataset": "bloodmnist", "input_size": 28})
+    # Only the first 32 test images, all of one class: no AUC is defined over them.
+    monkeypatch.setattr(evaluate, "load_dataset", lambda name, root, device: _one_class_split(name, root, device))
+    code, out, err = _evaluate(capsys, "--checkpoint", str(path))
+    assert code == 0, err
+    result = json.loads(out, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert result["auc"] is None and result["n"] == 32 and result["dataset"] == "bloodmnist"
+
+
+def _one_class_split(name, root, device):
+    from utils.data import load_dataset
+    data = load_dataset(name, root, device)
+    test = data.splits["test"]
+    keep = (test.labels == 0).nonzero().squeeze(1)[:32]
+    data.splits["test"] = ImageSplit(test.images[keep], test.labels[keep])
+    return data
+
+
+# --- inputs that crashed instead of explaining ---------------------------------------------------------------------
+
+@pytest.fixture
+def no_mirrors(monkeypatch):
+    for var in ("MEDMNIST_MIRROR", "PCAM_MIRROR"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_a_garbage_h5_file_is_named(tmp_path, no_mirrors):
+    from utils.data import DataIntegrityError, _pcam_h5_paths, load_pcam
+    folder = tmp_path / "pcam"
+    folder.mkdir()
+    for pair in _pcam_h5_paths(folder).values():
+        for path in pair:
+            path.write_bytes(b"\x00not an h5 file" * 64)
+    first = _pcam_h5_paths(folder)["train"][0]
+    with pytest.raises(DataIntegrityError, match=f"{first}: not a readable HDF5 file") as error:
+        load_pcam(tmp_path)
+    assert "torchvision.datasets.PCAM" in str(error.value) and first.read_bytes() == b"\x00not an h5 file" * 64
+
+
+def _tiny_pcam_tar(folder, monkeypatch):
+    """A pcam_subset.tar of 12 real JPEG patches, taken as the official one (its MD5 patched in)."""
+    import hashlib
+    import io
+    import tarfile
+    from torchvision.io import encode_jpeg
+    path = folder / "pcam_subset.tar"
+    generator = torch.Generator().manual_seed(0)
+    with tarfile.open(path, "w") as tar:
+        for split in ("train", "valid", "test"):
+            for label in ("0", "1"):
+                for i in range(2):
+                    image = torch.randint(0, 256, (3, 96, 96), generator=generator, dtype=torch.uint8)
+                    payload = encode_jpeg(image).numpy().tobytes()
+                    info = tarfile.TarInfo(f"data/{split}/{label}/{split}{label}{i}.jpg")
+                    info.size = len(payload)
+                    tar.addfile(info, io.BytesIO(payload))
+    monkeypatch.setattr("utils.data.PCAM_SUBSET_MD5", hashlib.md5(path.read_bytes()).hexdigest())
+    return path
+
+
+def _empty(cache):
+    torch.save({}, cache)
+
+
+def _relabelled(cache):
+    stored = torch.load(cache, weights_only=True)
+    stored["splits"]["train"]["labels"] = 1 - stored["splits"]["train"]["labels"]
+    torch.save(stored, cache)
+
+
+def _other_tar(cache):
+    stored = torch.load(cache, weights_only=True)
+    torch.save(dict(stored, tar_md5="0" * 32), cache)
+
+
+@pytest.mark.parametrize("spoil, says", [(_empty, "not a decoded-tar cache of this code"),
+                                         (_relabelled, "its train split does not match its checksum"),
+                                         (_other_tar, "decoded from another tar")],
+                         ids=["empty", "labels-altered", "other-tar"])
+def test_a_pcam_cache_that_is_not_the_tars_decoding_is_set_aside_and_decoded_again(tmp_path, monkeypatch, capsys,
+                                                                                   no_mirrors, spoil, says):
+    from utils.data import load_pcam, pcam_cache_path
+    _tiny_pcam_tar(tmp_path, monkeypatch)
+    fresh = load_pcam(tmp_path)
+    cache = pcam_cache_path(tmp_path / "cache")
+    spoil(cache)
+    spoiled = cache.read_bytes()
+    loaded = load_pcam(tmp_path)
+    err = capsys.readouterr().err
+    assert f"{cache}: not the decoded pcam_subset.tar: {says}" in err and "decoding the tar again" in err, err
+    assert cache.with_name(cache.name + ".invalid").read_bytes() == spoiled, "the spoiled cache was not kept aside"
+    for split in fresh.splits:
+        assert torch.equal(loaded.splits[split].labels, fresh.splits[split].labels)
+        assert torch.equal(loaded.splits[split].images, fresh.splits[split].images)
+    assert load_pcam(tmp_path).splits["train"].labels.tolist() == [0, 0, 1, 1] and capsys.readouterr().err == ""
+
+
+def test_every_model_states_the_smallest_images_it_takes(capsys):
+    from utils.engine import predict_proba
+    from utils.models import MODEL_NAMES
+    smallest = {}
+    for name in MODEL_NAMES:
+        model = build_model(name, 8)
+        size = smallest[name] = model.min_input_size
+        assert size > 2, f"{name} claims to take 2x2 images"
+        for too_small in sorted({1, 2, size - 1}):
+            images = torch.zeros(2, 3, too_small, too_small, dtype=torch.uint8)
+            with pytest.raises(ValueError, match=f"{name} takes images of at least {size}x{size} pixels"):
+                predict_proba(model, images)
+        probs = predict_proba(model, torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8))
+        assert probs.shape == (2, 8) and torch.isfinite(probs).all()
+    assert smallest["simple_cnn"] == 4 and smallest["resnet18"] == 8 and smallest["efficientnet_b0"] == 16
+    tiny = ImageSplit(torch.zeros(4, 3, 2, 2, dtype=torch.uint8), torch.arange(4) % 2)
+    with pytest.raises(ValueError, match="simple_cnn takes images of at least 4x4"):  # training refuses them too
+        fit(build_model("simple_cnn", 2), ImageDataset("t", ["a", "b"], dict.fromkeys(("train", "val", "test"), tiny),
+                                                       "", ""), TrainConfig(epochs=1))
+
+
+def test_large_images_are_scored_in_chunks_of_bounded_bytes():
+    from utils.engine import PREDICT_CHUNK_BYTES, predict_proba
+    from utils.registry import ImageClassifier
+
+    class Recorder(ImageClassifier):
+        """Records the chunks it is given; stands for a model too slow to run at 1000x1000 in a test."""
+
+        def __init__(self):
+            super().__init__()
+            self.chunks = []
+
+        def forward(self, x):
+            self.chunks.append(x.element_size() * x.numel())
+            return torch.zeros(len(x), 2)
+
+    model = Recorder()
+    probs = predict_proba(model, torch.zeros(64, 3, 1000, 1000, dtype=torch.uint8))
+    assert probs.shape == (64, 2) and len(model.chunks) == 8 and max(model.chunks) <= PREDICT_CHUNK_BYTES
+    model.chunks.clear()
+    predict_proba(model, torch.zeros(2048, 3, 96, 96, dtype=torch.uint8))  # PCam patches: 1024 at a time, as before
+    assert model.chunks == [1024 * 3 * 96 * 96 * 4] * 2
