@@ -1,6 +1,8 @@
 """The fault matrix, round two (issue #25): a stopped sweep, a plain rerun, resume with early stopping, an edited
 record, bad arguments, a checkpoint scored on the wrong data, and inputs that crashed instead of explaining. Each
 test fails when the behaviour it names breaks (test_faults.py holds the first round)."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -270,3 +272,112 @@ def test_large_images_are_scored_in_chunks_of_bounded_bytes():
     model.chunks.clear()
     predict_proba(model, torch.zeros(2048, 3, 96, 96, dtype=torch.uint8))  # PCam patches: 1024 at a time, as before
     assert model.chunks == [1024 * 3 * 96 * 96 * 4] * 2
+
+
+# --- an edited record --------------------------------------------------------------------------------------------
+
+def _committed_run(folder, name=None):
+    """A copy of a committed cpu run (record and predictions) in ``folder``: DeepEfficientNet's, or ``name``."""
+    import json
+    import shutil
+    from tests.conftest import REPO
+    runs = REPO / "results" / "runs"
+    name = name or json.loads((REPO / "results/deep_efficientnet/summary.json").read_text())["run"]
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix in (".json", ".npz"):
+        shutil.copy(runs / f"{name}{suffix}", folder / f"{name}{suffix}")
+    (folder / f"{name}.pt").touch()  # outside the repository an uncommitted record needs its checkpoint beside it
+    return folder / f"{name}.json"
+
+
+def _edit(path, change):
+    import json
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record, indent=1))
+
+
+EDITS = {  # what is typed into a record -> the field the refusal names
+    "test-acc": (lambda r: r["test"].update(acc=0.99), "test.acc is 0.99 but its predictions"),
+    "val-auc": (lambda r: r["val"].update(auc=r["val"]["auc"] + 0.001), "val.auc is"),
+    "test-per-class": (lambda r: r["test"]["per_class"]["basophil"].update(recall=1.0),
+                       "test.per_class.basophil.recall is 1.0"),
+    "test-confusion": (lambda r: r["test"]["confusion_matrix"][0].__setitem__(0, 0), "test.confusion_matrix[0][0] is 0"),
+    "test-n": (lambda r: r["test"].update(n=10_000), "test.n is 10000"),
+    "test-metric-removed": (lambda r: r["test"].pop("macro_f1"), "its test metrics lack macro_f1"),
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_a_record_whose_metrics_are_not_its_predictions_is_refused_naming_the_field(tmp_path, capsys, edit):
+    from utils.experiment import InvalidRunRecord, check_run_record, load_results
+    path = _committed_run(tmp_path / "runs")
+    assert check_run_record(path)["run"] == path.stem  # the committed record passes as it is
+    change, says = EDITS[edit]
+    _edit(path, change)
+    with pytest.raises(InvalidRunRecord, match=says.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
+        check_run_record(path)
+    assert load_results(tmp_path / "runs") == [] and f"{path}: " in capsys.readouterr().err
+
+
+def test_an_edited_interval_is_refused_where_it_is_printed(tmp_path):
+    from utils.experiment import InvalidRunRecord, check_run_record, check_run_records
+    path = _committed_run(tmp_path / "runs")
+    _edit(path, lambda r: r["test"].update(acc_ci95=[0.5, 0.99]))
+    check_run_record(path)  # what summaries read does not hold the interval
+    with pytest.raises(InvalidRunRecord, match=rf"{path}: test\.acc_ci95\[0\] is 0\.5 but its predictions"):
+        check_run_records(tmp_path / "runs", intervals=("test",))
+
+
+def test_summaries_refuse_an_edited_record_naming_the_file_and_the_field(tmp_path, monkeypatch):
+    import json
+    import shutil
+    from tests.conftest import REPO
+    from utils.summaries import main
+    shutil.copytree(REPO / "results" / "runs", tmp_path / "results" / "runs")
+    shutil.copytree(REPO / "results" / "deep_efficientnet", tmp_path / "results" / "deep_efficientnet")
+    for record in (tmp_path / "results" / "runs").glob("*.json"):
+        record.with_suffix(".pt").touch()  # outside the repository an uncommitted record needs its checkpoint
+    monkeypatch.chdir(tmp_path)
+    run = json.loads((tmp_path / "results/deep_efficientnet/summary.json").read_text())["run"]
+    path = tmp_path / "results" / "runs" / f"{run}.json"
+    _edit(path, lambda r: r["test"].update(acc=0.99))  # would meet the 0.965 target
+    with pytest.raises(SystemExit) as exit_:
+        main(["--profile", "cpu", "--only", "deep_efficientnet", "--check"])
+    message = str(exit_.value.code)
+    assert message.startswith(f"summaries: {Path('results/runs') / path.name}: test.acc is 0.99 but its predictions")
+    assert message.count("results/runs/") == 1, "only the edited record is refused"
+
+
+def _broken(kind, path):
+    if kind == "truncated":
+        path.write_text(path.read_text()[:300])
+    elif kind == "edited":
+        _edit(path, lambda r: r["test"].update(acc=0.99))
+    elif kind == "edited-interval":
+        _edit(path, lambda r: r["test"].update(acc_ci95=[0.5, 0.99]))
+
+
+@pytest.mark.parametrize("kind, says", [("truncated", "not valid JSON"), ("edited", "test.acc is 0.99"),
+                                        ("edited-interval", "test.acc_ci95[0] is 0.5")])
+def test_the_report_writes_nothing_when_a_record_is_bad(tmp_path, capsys, kind, says):
+    from utils.report import END, START, main
+    runs = tmp_path / "results" / "runs"
+    _committed_run(runs)
+    bad = _committed_run(runs, _committed_name("simple_cnn-bloodmnist-cpu-s0-"))
+    _broken(kind, bad)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{START}\nthe table as it was\n{END}\n")
+    before = readme.read_bytes()
+    with pytest.raises(SystemExit) as exit_:
+        main(["--readme", str(readme), "--results", str(runs), "--latex", str(tmp_path / "generated")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.startswith(f"report: {bad}: ") and says in err, err
+    assert readme.read_bytes() == before and not (tmp_path / "generated").exists()
+
+
+def _committed_name(prefix):
+    from tests.conftest import REPO
+    (path,) = (REPO / "results" / "runs").glob(f"{prefix}*.json")
+    return path.stem
+

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .experiment import InvalidRunRecord, check_run_records
 from .profiles import PROFILE_NAMES, Profile, as_profile, get_profile, output_dir
 from .storage import write_text
 from .studies import (DEEP_EFFICIENTNET_TARGET, LARGE_BATCH_LABELS, PCAM_TARGETS, STUDIES, MissingRuns,
@@ -238,8 +239,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     profile = get_profile(args.profile)
     try:
+        check_run_records(output_dir("results", profile) / "runs")  # an edited record stops us, named
         texts = outputs(profile, args.only, [] if args.only else None)
-    except (MissingRuns, FileNotFoundError) as error:
+    except (MissingRuns, FileNotFoundError, InvalidRunRecord) as error:
         sys.exit(f"summaries: {error}")
     if args.check:
         differ = stale(texts)
