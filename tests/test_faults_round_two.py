@@ -381,3 +381,74 @@ def _committed_name(prefix):
     (path,) = (REPO / "results" / "runs").glob(f"{prefix}*.json")
     return path.stem
 
+
+# --- a sweep stopped with SIGTERM or SIGINT ------------------------------------------------------------------------
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended while we looked
+        if int(fields[1]) == pid:
+            children.add(int(stat.parent.name))
+    return children
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _records(runs: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in runs.glob("*.json")}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from Linux /proc")
+@pytest.mark.parametrize("signum, when", [(15, "after-first-run"), (2, "while-training")], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_sweep_stops_its_workers_and_writes_nothing_after_it_has_exited(tmp_path, signum, when):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from tests.conftest import REPO
+    env = {**os.environ, "PROFILE": "smoke", "CI": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "utils.sweep", "--profile", "smoke", "--only", "baselines", "--workers", "1"]
+    sweep = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs, seen = tmp_path / "build" / "smoke" / "results" / "runs", set()
+    try:
+        if when == "after-first-run":  # the issue's case: stopped after its first run, while training the second
+            for line in sweep.stdout:
+                if line.startswith("[1/5]"):
+                    break
+        else:  # as soon as the worker holds its first run's lock
+            deadline = time.time() + 120
+            while not list((runs / ".locks").glob("*.lock")) and time.time() < deadline:
+                time.sleep(0.2)
+        seen = _children(sweep.pid)
+        assert seen, "the sweep has no worker to stop"
+        sweep.send_signal(signum)
+        _, err = sweep.communicate(timeout=120)
+        assert sweep.returncode == 128 + signum, err[-2000:]
+        assert "sweep: stopped by" in err and "nothing more is written" in err, err[-2000:]
+        written = _records(runs)
+        deadline = time.time() + 5
+        while any(_alive(pid) for pid in seen) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in seen if _alive(pid)], "a worker outlived its sweep"
+        time.sleep(1)
+        assert _records(runs) == written, "a record was written after the sweep had exited"
+        assert not list(runs.glob(".*.tmp")), "a stopped worker left a temporary file"
+        # Run again, the sweep trains only what is missing.
+        dry = subprocess.run([*command, "--dry-run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert f"sweep (smoke): {5 - len(written)} run" in dry.stdout, dry.stdout + dry.stderr[-2000:]
+        assert not [name for name in written if name[:-5] in dry.stdout], "a stored run is planned again"
+    finally:
+        for pid in [sweep.pid, *seen]:  # what the old code left running
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
