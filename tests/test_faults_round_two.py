@@ -214,10 +214,11 @@ def _other_tar(cache):
                          ids=["empty", "labels-altered", "other-tar"])
 def test_a_pcam_cache_that_is_not_the_tars_decoding_is_set_aside_and_decoded_again(tmp_path, monkeypatch, capsys,
                                                                                    no_mirrors, spoil, says):
-    from utils.data import load_pcam, pcam_cache_path
+    import utils.data
     _tiny_pcam_tar(tmp_path, monkeypatch)
-    fresh = load_pcam(tmp_path)
-    cache = pcam_cache_path(tmp_path / "cache")
+    fresh = utils.data.load_pcam(tmp_path)
+    (cache,) = (tmp_path / "cache").glob(f"pcam_subset-{utils.data.PCAM_SUBSET_MD5[:10]}.pt")
+    load_pcam = utils.data.load_pcam
     spoil(cache)
     spoiled = cache.read_bytes()
     loaded = load_pcam(tmp_path)
@@ -252,7 +253,7 @@ def test_every_model_states_the_smallest_images_it_takes(capsys):
 
 
 def test_large_images_are_scored_in_chunks_of_bounded_bytes():
-    from utils.engine import PREDICT_CHUNK_BYTES, predict_proba
+    from utils.engine import predict_proba
     from utils.registry import ImageClassifier
 
     class Recorder(ImageClassifier):
@@ -268,7 +269,7 @@ def test_large_images_are_scored_in_chunks_of_bounded_bytes():
 
     model = Recorder()
     probs = predict_proba(model, torch.zeros(64, 3, 1000, 1000, dtype=torch.uint8))
-    assert probs.shape == (64, 2) and len(model.chunks) == 8 and max(model.chunks) <= PREDICT_CHUNK_BYTES
+    assert probs.shape == (64, 2) and len(model.chunks) == 8 and max(model.chunks) <= 1024 * 3 * 96 * 96 * 4
     model.chunks.clear()
     predict_proba(model, torch.zeros(2048, 3, 96, 96, dtype=torch.uint8))  # PCam patches: 1024 at a time, as before
     assert model.chunks == [1024 * 3 * 96 * 96 * 4] * 2
@@ -434,13 +435,13 @@ def test_a_stopped_sweep_stops_its_workers_and_writes_nothing_after_it_has_exite
         assert seen, "the sweep has no worker to stop"
         sweep.send_signal(signum)
         _, err = sweep.communicate(timeout=120)
-        assert sweep.returncode == 128 + signum, err[-2000:]
-        assert "sweep: stopped by" in err and "nothing more is written" in err, err[-2000:]
         written = _records(runs)
         deadline = time.time() + 5
         while any(_alive(pid) for pid in seen) and time.time() < deadline:
             time.sleep(0.1)
         assert not [pid for pid in seen if _alive(pid)], "a worker outlived its sweep"
+        assert sweep.returncode == 128 + signum, err[-2000:]
+        assert "sweep: stopped by" in err and "nothing more is written" in err, err[-2000:]
         time.sleep(1)
         assert _records(runs) == written, "a record was written after the sweep had exited"
         assert not list(runs.glob(".*.tmp")), "a stopped worker left a temporary file"
