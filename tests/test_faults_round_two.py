@@ -1,6 +1,7 @@
-"""The fault matrix, round two (issue #25): a stopped sweep, a plain rerun, resume with early stopping, an edited
-record, bad arguments, a checkpoint scored on the wrong data, and inputs that crashed instead of explaining. Each
-test fails when the behaviour it names breaks (test_faults.py holds the first round)."""
+"""The fault matrix, round two (issue #25): resume with early stopping, bad arguments, a checkpoint scored on the
+wrong data, inputs that crashed instead of explaining, an edited record, a stopped sweep. Each test fails when the
+behaviour it names breaks. test_faults.py holds the first round, and the plain rerun that resumes (its killed-run
+test counts the epochs a rerun trains)."""
 from pathlib import Path
 
 import pytest
