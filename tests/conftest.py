@@ -26,16 +26,34 @@ def pcam():
     return load_pcam(REPO / "data")
 
 
-def store_record(folder: Path, prefix: str = "run", **fields) -> dict:
-    """A synthetic run record that ``check_run_record`` accepts: named by the hash of its config, with
-    (empty) predictions and checkpoint beside it. ``fields`` override the defaults."""
+def synthetic_predictions(acc: float, n: int = 20) -> tuple:
+    """(labels, probabilities) of two classes, right on the first ``round(acc * n)`` images: the higher ``acc``,
+    the higher every metric."""
+    import numpy as np
+    labels = np.arange(n) % 2
+    right = np.arange(n) < round(acc * n)
+    predicted = np.where(right, labels, 1 - labels)
+    probs = np.where(np.arange(2) == predicted[:, None], 0.8, 0.2).astype(np.float32)
+    return labels, probs
+
+
+def store_record(folder: Path, prefix: str = "run", accuracy: dict | None = None, **fields) -> dict:
+    """A synthetic run record that ``check_run_record`` accepts: named by the hash of its config, with an (empty)
+    checkpoint and predictions beside it whose val and test accuracies are ``accuracy`` (default 0.5), its metrics
+    those of the predictions. ``fields`` override the other defaults."""
     from utils.experiment import config_hash, record_identity
+    from utils.metrics import classification_metrics
+    from utils.storage import save_npz
+    assert not {"val", "test"} & set(fields), "give accuracy={'val': ..., 'test': ...}: metrics come from predictions"
+    predictions = {split: synthetic_predictions((accuracy or {}).get(split, 0.5)) for split in ("val", "test")}
     record = {"model": "simple_cnn", "dataset": "bloodmnist", "profile": "cpu", "config": {}, "model_kwargs": {},
-              "seed": 0, "git_commit": "test", "device": "cpu", "val": {}, "test": {}, **fields}
+              "seed": 0, "git_commit": "test", "device": "cpu",
+              **{split: classification_metrics(*predictions[split]) for split in predictions}, **fields}
     run = f"{prefix}-{config_hash(record_identity(record))}"
     folder.mkdir(parents=True, exist_ok=True)
     record.update(run=run, checkpoint=str(folder / f"{run}.pt"), predictions=str(folder / f"{run}.npz"))
-    for suffix in (".pt", ".npz"):
-        (folder / f"{run}{suffix}").touch()
+    (folder / f"{run}.pt").touch()
+    save_npz(folder / f"{run}.npz", **{f"{split}_{kind}": array for split, (labels, probs) in predictions.items()
+                                        for kind, array in (("labels", labels), ("probs", probs))})
     (folder / f"{run}.json").write_text(json.dumps(record))
     return record

@@ -64,7 +64,8 @@ def straight_run(tmp_path_factory):
 
 @pytest.mark.parametrize("kill_at_step, rerun", [(STEPS_PER_EPOCH + 2, ["--resume"]), (2 * STEPS_PER_EPOCH + STEPS_PER_EPOCH // 2 + 1, [])],
                          ids=["mid-epoch-2-then-resume", "mid-epoch-3-then-plain-rerun"])
-def test_a_run_killed_mid_training_ends_where_an_uninterrupted_run_ends(straight_run, tmp_path, kill_at_step, rerun):
+def test_a_run_killed_mid_training_ends_where_an_uninterrupted_run_ends(straight_run, tmp_path, kill_at_step, rerun,
+                                                                        monkeypatch, capsys):
     killer = textwrap.dedent(f"""
         import os, signal, sys, torch
         torch.set_num_threads({THREADS})
@@ -85,7 +86,14 @@ def test_a_run_killed_mid_training_ends_where_an_uninterrupted_run_ends(straight
     assert not list(tmp_path.glob("*.json")), "a killed run left a record behind"
     assert list(tmp_path.glob("*.state.pt")), "no epoch state was saved before the kill"
 
+    # The rerun, with --resume or without, trains only the epochs the killed run had not finished.
+    from utils.engine import EagerStep
+    epochs_trained, run_epoch = [], EagerStep.run_epoch
+    monkeypatch.setattr(EagerStep, "run_epoch", lambda self, *a, **k: epochs_trained.append(1) or run_epoch(self, *a, **k))
     resumed = _train_cli(tmp_path, *rerun)
+    done = (kill_at_step - 1) // STEPS_PER_EPOCH
+    assert len(epochs_trained) == 3 - done, "the rerun did not continue from the saved state"
+    assert f"({done} of 3 epochs done)" in capsys.readouterr().err, "the rerun did not say it resumed"
     out, straight = straight_run
     assert resumed["run"] == straight["run"]
     for key in ("val_acc", "test_acc", "test_auc"):

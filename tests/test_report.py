@@ -7,14 +7,13 @@ from utils.report import CLAIMS_END, CLAIMS_START, END, START, update_readme
 def _record(tag, acc):
     return {"model": "simple_cnn", "dataset": "bloodmnist", "tag": tag, "profile": "cpu", "device": "cpu", "epochs_run": 3,
             "data": {"n": {"train": 3000 if tag == "a" else 11959}},
-            "params": 288488, "train_seconds": 12.0,
-            "test": {"acc": acc, "acc_ci95": [acc - 0.01, acc + 0.01], "auc": 0.99, "macro_f1": 0.9}}
+            "params": 288488, "train_seconds": 12.0, "accuracy": {"test": acc}}
 
 
 def test_readme_table_comes_from_the_records(tmp_path):
     runs = tmp_path / "runs"
     store_record(runs, "a", **_record("a", 0.9))
-    store_record(runs, "b", **_record("b", 0.95))
+    b = store_record(runs, "b", **_record("b", 0.95))
     store_record(runs, "c", **dict(_record("c", 0.8), model_kwargs={"input_scale": 1.5}))
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{START}\nSTALE\n{END}\n{CLAIMS_START}\n{CLAIMS_END}\n"
@@ -24,7 +23,8 @@ def test_readme_table_comes_from_the_records(tmp_path):
     assert "STALE" not in text and text.startswith("intro") and text.endswith("outro\n")
     assert text.index("| b |") < text.index("| a |")  # best first
     assert "| b | cpu | cpu | 11,959 |" in text and "| a | cpu | cpu | 3,000 |" in text
-    assert "95.00% (94.0-96.0)" in text
+    low, high = b["test"]["acc_ci95"]
+    assert f"95.00% ({100 * low:.1f}-{100 * high:.1f})" in text
     assert "| c (input x1.5) | cpu |" in text  # runs that differ only in input size stay apart
     assert not update_readme(readme, runs)  # idempotent
 

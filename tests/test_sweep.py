@@ -18,8 +18,8 @@ def test_plan_lists_each_missing_run_once_and_waits_for_results_a_stage_needs(tm
 
     for (run, kwargs), auc in zip(screen.items(), (0.6, 0.9)):  # the second screen run wins
         planned = plan_run(**{k: v for k, v in kwargs.items() if k not in RUN_ONLY_ARGS})
-        stored = store_record(planned.out, run.rsplit("-", 1)[0], **planned.identity, seed=kwargs["seed"],
-                              val={"auc": auc})
+        stored = store_record(planned.out, run.rsplit("-", 1)[0], accuracy={"val": auc}, **planned.identity,
+                              seed=kwargs["seed"])
         assert stored["run"] == run
     (final,) = plan(["pcam"], "smoke").values()
     model, model_kwargs = PCAM_MODELS[smoke_models[1]]

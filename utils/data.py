@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .storage import save_torch
+from .storage import move_aside, save_torch
 
 DEFAULT_DATA_ROOT = Path("data")
 AUGMENT_LEVELS = ("none", "basic", "color", "full")
@@ -161,8 +162,7 @@ def load_bloodmnist(data_root: str | Path = DEFAULT_DATA_ROOT, device="cpu") -> 
             torch.from_numpy(npz[f"{split}_images"]).permute(0, 3, 1, 2).contiguous(),
             torch.from_numpy(npz[f"{split}_labels"].reshape(-1).astype(np.int64)))
             for split in ("train", "val", "test")}
-    names = [info["label"][str(i)] for i in range(len(info["label"]))]
-    return ImageDataset("bloodmnist", names, splits, str(path), info["MD5"]).to(device)
+    return ImageDataset("bloodmnist", dataset_class_names("bloodmnist"), splits, str(path), info["MD5"]).to(device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,20 +250,61 @@ def find_duplicates(digests: list[str]) -> list[list[int]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
-def load_pcam_subset(path: Path, cache_dir: Path) -> tuple[dict[str, ImageSplit], dict]:
-    """The 26,000-patch subset: decoded once into ``cache_dir`` (keyed by the tar's MD5), then
-    byte-identical copies inside each split dropped so that no patch is counted twice."""
-    cache = cache_dir / f"pcam_subset-{PCAM_SUBSET_MD5[:10]}.pt"
+def pcam_cache_path(cache_dir: Path) -> Path:
+    return Path(cache_dir) / f"pcam_subset-{PCAM_SUBSET_MD5[:10]}.pt"
+
+
+def _split_checksum(split: dict) -> int:
+    """CRC-32 of a decoded split: its images, labels, member names and member MD5s (0.7 s for all 26,000)."""
+    checksum = zlib.crc32(split["images"].contiguous().numpy())
+    checksum = zlib.crc32(split["labels"].contiguous().numpy(), checksum)
+    return zlib.crc32("\n".join(split["names"] + split["md5"]).encode(), checksum)
+
+
+def _cache_fault(cache: dict, tar_md5: str) -> str | None:
+    """Why ``cache`` is not the decoding of the tar whose MD5 is ``tar_md5``, or None when it is: it names that
+    tar, each split's checksum holds, and each label is the one its member's folder (0 or 1) gives."""
+    if not isinstance(cache, dict) or not {"tar_md5", "splits", "checksums"} <= set(cache):
+        return "not a decoded-tar cache of this code (an older layout, or another file)"
+    if cache["tar_md5"] != tar_md5:
+        return f"decoded from another tar (MD5 {cache['tar_md5']}, not {tar_md5})"
+    if not isinstance(cache["splits"], dict) or set(cache["splits"]) != set(PCAM_H5):
+        return f"holds the splits {sorted(cache['splits']) if isinstance(cache['splits'], dict) else '?'}, not {sorted(PCAM_H5)}"
+    for split, d in cache["splits"].items():
+        if not isinstance(d, dict) or not {"images", "labels", "names", "md5"} <= set(d):
+            return f"its {split} split is incomplete"
+        if not isinstance(cache["checksums"], dict) or _split_checksum(d) != cache["checksums"].get(split):
+            return f"its {split} split does not match its checksum (edited or damaged)"
+        if d["labels"].tolist() != [int(name.split("/")[-2]) for name in d["names"]]:
+            return f"its {split} labels differ from the folders (0, 1) of the tar's members"
+    return None
+
+
+def decoded_pcam_subset(path: Path, cache_dir: Path) -> dict:
+    """The tar's patches decoded (``_decode_pcam_tar``), from the cache in ``cache_dir`` when that is the decoding of
+    this tar (``_cache_fault``); a cache that is not is set aside with the reason, and the tar decoded again."""
+    cache = pcam_cache_path(cache_dir)
     if cache.is_file():
         try:
-            decoded = torch.load(cache, weights_only=True)
+            stored = torch.load(cache, weights_only=True)
         except Exception as error:  # a half-written or foreign file
-            raise DataIntegrityError(f"{cache}: cannot read the decoded PCam cache ({error}). Delete it and "
-                                     f"run again to decode {path} afresh.") from error
-    else:
-        decoded = _decode_pcam_tar(path)
-        save_torch(decoded, cache)
-    splits, report = {}, {"cache": str(cache), "duplicates": {}}
+            stored, fault = None, f"torch cannot read it ({type(error).__name__})"
+        else:
+            fault = _cache_fault(stored, PCAM_SUBSET_MD5)
+        if fault is None:
+            return stored["splits"]
+        move_aside(cache, f"not the decoded {path.name}: {fault}; decoding the tar again")
+    decoded = _decode_pcam_tar(path)
+    save_torch({"tar_md5": PCAM_SUBSET_MD5, "splits": decoded,
+                "checksums": {split: _split_checksum(d) for split, d in decoded.items()}}, cache)
+    return decoded
+
+
+def load_pcam_subset(path: Path, cache_dir: Path) -> tuple[dict[str, ImageSplit], dict]:
+    """The 26,000-patch subset: decoded once into ``cache_dir`` (``decoded_pcam_subset``), then
+    byte-identical copies inside each split dropped so that no patch is counted twice."""
+    decoded = decoded_pcam_subset(path, cache_dir)
+    splits, report = {}, {"cache": str(pcam_cache_path(cache_dir)), "duplicates": {}}
     for split, d in decoded.items():
         groups = find_duplicates(d["md5"])
         drop = sorted(i for g in groups for i in g[1:])
@@ -280,6 +321,21 @@ def load_pcam_subset(path: Path, cache_dir: Path) -> tuple[dict[str, ImageSplit]
     return splits, report
 
 
+def _open_h5(h5py, path: Path, key: str):
+    """The h5 file at ``path`` opened for reading, holding ``key``; else a ``DataIntegrityError`` naming it."""
+    fix = ("The file was left untouched; download it again with torchvision.datasets.PCAM(root=..., download=True), "
+           f"or remove the h5 files to use {PCAM_SUBSET} instead.")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        reason = str(error).split("(")[-1].rstrip(")") if "(" in str(error) else str(error)
+        raise DataIntegrityError(f"{path}: not a readable HDF5 file ({reason}). {fix}") from None
+    if key not in handle:
+        handle.close()
+        raise DataIntegrityError(f"{path}: holds no '{key}' dataset, so it is not the PCam release's file. {fix}")
+    return handle
+
+
 def load_pcam_h5(folder: Path) -> dict[str, ImageSplit]:
     """The full release (h5 files as torchvision.datasets.PCAM downloads them), checked by size."""
     try:
@@ -288,7 +344,7 @@ def load_pcam_h5(folder: Path) -> dict[str, ImageSplit]:
         raise ImportError("reading the full PCam h5 files needs h5py: pip install h5py") from error
     splits = {}
     for split, (x_path, y_path) in _pcam_h5_paths(folder).items():
-        with h5py.File(x_path, "r") as fx, h5py.File(y_path, "r") as fy:
+        with _open_h5(h5py, x_path, "x") as fx, _open_h5(h5py, y_path, "y") as fy:
             x, y = fx["x"], fy["y"]
             expected = PCAM_H5[split][1]
             if x.shape != (expected, 96, 96, 3) or y.shape[0] != expected:
@@ -311,6 +367,16 @@ def load_pcam(data_root: str | Path = DEFAULT_DATA_ROOT, device="cpu") -> ImageD
 
 
 DATASETS = {"bloodmnist": load_bloodmnist, "pcam": load_pcam}
+
+
+def dataset_class_names(name: str) -> list[str]:
+    """The class names of dataset ``name``, in label order, without loading its images."""
+    if name == "bloodmnist":
+        labels = bloodmnist_info()["label"]
+        return [labels[str(i)] for i in range(len(labels))]
+    if name == "pcam":
+        return list(PCAM_CLASSES)
+    raise KeyError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 
 def load_dataset(name: str, data_root: str | Path = DEFAULT_DATA_ROOT, device="cpu") -> ImageDataset:

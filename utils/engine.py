@@ -10,6 +10,7 @@ import dataclasses
 import math
 import os
 import random
+import sys
 import time
 import warnings
 from contextlib import nullcontext
@@ -193,6 +194,16 @@ def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
     return [torch.rot90(v, k, (-2, -1)) for v in (x, x.flip(-1)) for k in range(4)]
 
 
+# predict_proba's chunks hold at most this many bytes of float input: 1024 PCam patches (113 MB), so 28x28 and 96x96
+# images go 1024 at a time, and 1000x1000 ones 9 at a time rather than 64 at once into 8 GB of activations.
+PREDICT_CHUNK_BYTES = 1024 * 3 * 96 * 96 * 4
+
+
+def images_per_chunk(images: torch.Tensor, batch_size: int) -> int:
+    """At most ``batch_size`` images, and at most ``PREDICT_CHUNK_BYTES`` of them as floats (at least one)."""
+    return max(1, min(batch_size, PREDICT_CHUNK_BYTES // (images[0].numel() * 4)))
+
+
 @torch.no_grad()
 def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 1024,
                   amp_dtype: torch.dtype | None = None, channels_last: bool = True,
@@ -200,8 +211,10 @@ def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 1024
     """Softmax probabilities (float32, on the images' device) for uint8 images N x 3 x H x W.
     Without ``amp_dtype`` the pass is true float32, TF32 off, so scores reproduce across devices.
     ``channels_last`` inputs: on one CPU thread a Lite0 pass at 96x96 took 1.2 s per 128 images against 2.1 s.
-    ``tta`` averages the probabilities of the 8 ``dihedral_views`` (a patch has no up or left)."""
-    check_images(images)
+    ``tta`` averages the probabilities of the 8 ``dihedral_views`` (a patch has no up or left).
+    Images go through in chunks of at most ``batch_size``, fewer where they are large (``images_per_chunk``)."""
+    check_images(images, model)
+    batch_size = images_per_chunk(images, batch_size)
     model.eval()
     device = images.device
     out = []
@@ -238,8 +251,9 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the message names where and what was kept."""
 
 
-def check_images(images: torch.Tensor) -> None:
-    """``ValueError`` unless ``images`` is what every model here takes: uint8 N x 3 x H x W."""
+def check_images(images: torch.Tensor, model: nn.Module | None = None) -> None:
+    """``ValueError`` unless ``images`` is what every model here takes: uint8 N x 3 x H x W, and no smaller than
+    ``model``'s ``min_input_size``."""
     if not isinstance(images, torch.Tensor):
         raise ValueError(f"expected a torch.Tensor of uint8 images N x 3 x H x W, got {type(images).__name__}")
     if images.dtype != torch.uint8:
@@ -256,6 +270,12 @@ def check_images(images: torch.Tensor) -> None:
         raise ValueError(f"expected images of shape N x 3 x H x W (RGB), got {tuple(images.shape)}{hint}")
     if images.shape[0] == 0:
         raise ValueError("expected at least one image, got an empty batch")
+    smallest = getattr(model, "min_input_size", 1)
+    if min(images.shape[-2:]) < smallest:
+        name = getattr(model, "model_name", type(model).__name__)
+        raise ValueError(f"{name} takes images of at least {smallest}x{smallest} pixels (it downsamples them "
+                         f"{smallest}-fold), got {images.shape[-2]}x{images.shape[-1]}: enlarge them first "
+                         f"(torch.nn.functional.interpolate) or choose a model that downsamples less")
 
 
 def _load_state(state_path: Path, device) -> dict | None:
@@ -361,10 +381,14 @@ def fit(model: nn.Module, data: ImageDataset, cfg: TrainConfig, state_path: str 
     ``graph_capture=False`` runs ``engine='graph'``'s step without recording it (how the CPU tests check it).
     """
     device = data.splits["train"].labels.device
+    check_images(data.splits["train"].images, model)
     seed_everything(cfg.seed)
     amp_dtype = resolve_amp(cfg.amp, device)
     state_path = Path(state_path) if state_path else None
     state = _load_state(state_path, device) if resume and state_path and state_path.is_file() else None
+    if not resume and state_path and state_path.is_file():
+        print(f"{desc}: {state_path} holds an interrupted run's progress; it is not resumed (resume=False, or "
+              f"--force) and is overwritten from epoch 1", file=sys.stderr, flush=True)
     engine, fallback = resolve_engine(cfg, device, amp_dtype, graph_capture)
     if state is not None and state.get("engine", "eager") != engine:
         if state.get("engine") == "graph":
@@ -394,14 +418,21 @@ def fit(model: nn.Module, data: ImageDataset, cfg: TrainConfig, state_path: str 
         if device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"].cpu())
         history, best, start_epoch, elapsed = state["history"], state["best"], state["epoch"], state["elapsed"]
+        print(f"{desc}: resuming from {state_path} ({start_epoch} of {cfg.epochs} epochs done"
+              + (", stopped early" if state.get("finished") and start_epoch < cfg.epochs else "") + ")",
+              file=sys.stderr, flush=True)
     stepper = build_stepper(model, loader, cfg, engine, amp_dtype, loss_weight, ema, state,
                             start_epoch * len(loader), graph_capture)
     optimizer, scheduler, scaler = stepper.optimizer, stepper.scheduler, stepper.scaler
 
     quiet = bool(os.environ.get("CI") or os.environ.get("TQDM_DISABLE")) if progress is None else not progress
-    bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, disable=quiet, leave=False, initial=start_epoch,
+    # A run that had finished (its last epoch, or stopped early) before it was interrupted trains no further.
+    last_epoch = start_epoch if state is not None and state.get("finished") else cfg.epochs
+    bar = tqdm(range(start_epoch, last_epoch), desc=desc, disable=quiet, leave=False, initial=start_epoch,
                total=cfg.epochs)
-    patience_left = cfg.early_stop_patience
+    # The patience follows from the history: full at the best epoch, one less for each epoch since, so a resumed
+    # run stops where the uninterrupted one stops.
+    patience_left = cfg.early_stop_patience - (start_epoch - max(best["epoch"], 0))
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import platform
 import resource
@@ -130,7 +131,11 @@ def plan_run(model: str, dataset: str = "bloodmnist", profile: Profile | str | N
     """The run ``run_training`` would train or reuse for these arguments (its name is the hash of
     everything that changes what is trained)."""
     prof = as_profile(profile)
+    if train_limit is not None and train_limit < 1:
+        raise ValueError(f"train_limit is {train_limit}; give a whole number of 1 or more, or None for the profile's")
     cfg = train_config(model, dataset, prof, seed=seed, **overrides)
+    if cfg.epochs < 1:
+        raise ValueError(f"epochs is {cfg.epochs}; give a whole number of 1 or more")
     model_kwargs = dict(model_kwargs or {})
     for key, value in DATASET_MODEL_KWARGS.get(dataset, {}).items():
         if accepts_kwarg(model, key):
@@ -183,11 +188,78 @@ def _committed_files(folder: Path) -> frozenset[str]:
     return frozenset(Path(name).name for name in listed)
 
 
-def check_run_record(json_path: str | Path) -> dict:
+# The metrics of each split that a record must hold (what the summaries, the README and the report read).
+REPORTED_METRICS = ("n", "acc", "auc", "macro_f1", "ece")
+# The bootstrap interval of accuracy ("acc_ci95"), 2,000 resamples of a split, costs more to recompute than the rest
+# together (40 ms against 20 ms for BloodMNIST's test split), and only the README and the report print it (of the
+# test split): they check it (``check_run_records(..., intervals=("test",))``); every other read checks the rest.
+INTERVAL = "acc_ci95"
+
+
+@functools.lru_cache(maxsize=None)
+def _metrics_of_predictions(npz_path: str, stamp: tuple, class_names: tuple | None,
+                            bootstrap: tuple[bool, bool]) -> dict[str, dict]:
+    """``classification_metrics`` of the val and test predictions in ``npz_path``, once per process for each
+    version of the file (``stamp``: its size and modification time)."""
+    with np.load(npz_path) as saved:
+        return {split: classification_metrics(saved[f"{split}_labels"], saved[f"{split}_probs"],
+                                              list(class_names) if class_names else None, bootstrap=interval)
+                for split, interval in zip(("val", "test"), bootstrap)}
+
+
+def _first_difference(stored, recomputed, field: str) -> tuple[str, object, object] | None:
+    """(field, stored value, recomputed value) of the first place where ``stored`` differs from ``recomputed``
+    (numbers to 1e-9, NaN equal to NaN), or None."""
+    if isinstance(stored, dict) and isinstance(recomputed, dict):
+        for key in stored:
+            if key not in recomputed:
+                return f"{field}.{key}", stored[key], "nothing (not a metric of this code)"
+            if difference := _first_difference(stored[key], recomputed[key], f"{field}.{key}"):
+                return difference
+        return None
+    if isinstance(stored, (list, tuple)) and isinstance(recomputed, (list, tuple)) and len(stored) == len(recomputed):
+        for i, (a, b) in enumerate(zip(stored, recomputed)):
+            if difference := _first_difference(a, b, f"{field}[{i}]"):
+                return difference
+        return None
+    numbers = (int, float)
+    if isinstance(stored, numbers) and isinstance(recomputed, numbers) and not isinstance(stored, bool):
+        if (math.isnan(stored) and math.isnan(recomputed)) or abs(stored - recomputed) <= 1e-9:
+            return None
+    elif stored == recomputed:
+        return None
+    return field, stored, recomputed
+
+
+def check_record_metrics(record: dict, npz_path: Path, intervals: tuple[str, ...] = ()) -> None:
+    """``InvalidRunRecord`` unless every metric of the record's val and test splits is what its stored
+    predictions give (``classification_metrics``, recomputed): naming the first field that differs. The bootstrap
+    interval (``INTERVAL``) is checked for the splits in ``intervals`` only."""
+    for split in ("val", "test"):
+        if not isinstance(record[split], dict) or (missing := [k for k in REPORTED_METRICS if k not in record[split]]):
+            raise InvalidRunRecord(f"its {split} metrics lack {', '.join(missing) if isinstance(record[split], dict) else 'everything'}")
+    stat = npz_path.stat()
+    class_names = tuple(record["class_names"]) if record.get("class_names") else None
+    try:
+        recomputed = _metrics_of_predictions(str(npz_path), (stat.st_size, stat.st_mtime_ns), class_names,
+                                             tuple(split in intervals for split in ("val", "test")))
+    except Exception as error:  # not an npz, or without the arrays: np.load and numpy raise several kinds
+        raise InvalidRunRecord(f"its predictions {npz_path.name} cannot be read ({type(error).__name__}: "
+                               f"{str(error).splitlines()[0][:100] if str(error) else ''})") from None
+    for split in ("val", "test"):
+        checked = {k: v for k, v in record[split].items() if k != INTERVAL or split in intervals}
+        if difference := _first_difference(checked, recomputed[split], split):
+            field, said, actual = difference
+            raise InvalidRunRecord(f"{field} is {said} but its predictions {npz_path.name} give {actual} "
+                                   f"(edited, or scored by other code)")
+
+
+def check_run_record(json_path: str | Path, intervals: tuple[str, ...] = ()) -> dict:
     """The record at ``json_path`` if it can be trusted, else ``InvalidRunRecord`` saying why: it parses,
-    has every key of ``RUN_RECORD_KEYS``, names this run, its config hashes to the name, and its
-    predictions and checkpoint lie beside it. A committed record may lack its checkpoint: only a few
-    checkpoints are committed, and the record's metrics and predictions stand without the weights."""
+    has every key of ``RUN_RECORD_KEYS``, names this run, its config hashes to the name, its
+    predictions and checkpoint lie beside it, and every val and test metric is what its predictions give
+    (``check_record_metrics``; the bootstrap intervals of the splits in ``intervals``). A committed record may lack its checkpoint: only a few checkpoints are
+    committed, and the record's metrics and predictions stand without the weights."""
     json_path = Path(json_path)
     try:
         record = json.loads(json_path.read_text())
@@ -206,7 +278,25 @@ def check_run_record(json_path: str | Path) -> dict:
         raise InvalidRunRecord(f"its predictions {json_path.with_suffix('.npz').name} are missing")
     if not json_path.with_suffix(".pt").is_file() and json_path.name not in _committed_files(json_path.parent):
         raise InvalidRunRecord(f"its checkpoint {json_path.with_suffix('.pt').name} is missing")
+    check_record_metrics(record, json_path.with_suffix(".npz"), intervals)
     return record
+
+
+def check_run_records(folder: str | Path, intervals: tuple[str, ...] = ()) -> int:
+    """How many run records ``folder`` holds, every one checked (``check_run_record``); else one
+    ``InvalidRunRecord`` naming each bad file and why. For what prints results (summaries, README, report): they
+    stop before writing anything rather than leave a bad record out or print it."""
+    paths = sorted(Path(folder).glob("*.json"))
+    faults = []
+    for path in paths:
+        try:
+            check_run_record(path, intervals)
+        except InvalidRunRecord as error:
+            faults.append(f"{path}: {error}")
+    if faults:
+        raise InvalidRunRecord("; ".join(faults) + ". Restore the file (git checkout -- <file>), or move it away and "
+                               "train the run again")
+    return len(paths)
 
 
 def reusable_record(json_path: Path) -> dict | None:

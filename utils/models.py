@@ -8,6 +8,7 @@ All accept 28x28 inputs natively (small-image stems, no upsampling) and larger s
 """
 from __future__ import annotations
 
+import math
 import zipfile
 from dataclasses import dataclass
 from functools import partial
@@ -39,6 +40,7 @@ class SimpleCNN(ImageClassifier):
     ``attention`` ("se", "cbam") adds that block after each conv pair: the seed's CNN with attention."""
 
     cam_layer = "features.2"
+    min_input_size = 4  # two 2x2 max-pools
 
     def __init__(self, num_classes: int, width: int = 32, dropout: float = 0.3, attention: str = "none", **norm):
         super().__init__(**norm)
@@ -72,6 +74,8 @@ class ResNet18(ImageClassifier):
 
     def __init__(self, num_classes: int, small_stem: bool = True, dropout: float = 0.0, **norm):
         super().__init__(**norm)
+        # Layers 2-4 halve the map; the ImageNet stem (7x7/2 conv, 3x3/2 max-pool) halves it twice more.
+        self.min_input_size = 8 if small_stem else 32
         self.net = torchvision.models.resnet18(num_classes=num_classes)
         if small_stem:
             self.net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
@@ -151,6 +155,7 @@ class EfficientNet(ImageClassifier):
         norm_layer = partial(nn.BatchNorm2d, eps=1e-3)
         self.stem = Conv2dNormActivation(3, stem_channels, 3, stem_stride, norm_layer=norm_layer,
                                          activation_layer=act_layer)
+        self.min_input_size = math.ceil(stem_stride * math.prod(s.stride for s in stages) / input_scale)
         total_blocks = sum(s.repeats for s in stages)
         block_index, c_in, stage_modules = 0, stem_channels, []
         for spec, attn_name in zip(stages, attention):
@@ -362,6 +367,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[nn.Module, di
     if not isinstance(payload, dict) or not {"model_name", "model_kwargs", "state_dict", "meta"} <= set(payload):
         raise CheckpointError(f"{path}: not a model checkpoint of this project (a training state file "
                               f"or another program's weights?); pass the <run>.pt that utils.train writes")
+    if payload["model_name"] not in MODEL_NAMES:
+        raise CheckpointError(f"{path}: saved from a model named {payload['model_name']!r}, which this code does not "
+                              f"build (it builds {', '.join(MODEL_NAMES)}); pass a checkpoint of one of those")
     kwargs = dict(payload["model_kwargs"])
     kwargs.pop("pretrained", None)  # the weights come from the checkpoint
     num_classes = kwargs.pop("num_classes")

@@ -18,6 +18,9 @@ class ImageClassifier(nn.Module):
     """Base class: normalisation buffers and the Grad-CAM target layer name."""
 
     cam_layer: str = ""
+    # The smallest images (side in pixels) the model takes: its total downsampling. Smaller ones crash in a pooling
+    # layer, or pass with the deepest layers seeing padding only; ``engine.check_images`` refuses them.
+    min_input_size: int = 1
 
     def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         super().__init__()

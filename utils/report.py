@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from .data import PCAM_TRAIN_PATCHES
-from .experiment import load_results
+from .experiment import InvalidRunRecord, check_run_records, load_results
 from .plots import typeset
 from .storage import write_text
 from .studies import BASELINES, PREVIOUS_RECIPE
@@ -887,6 +887,10 @@ def main(argv=None):
     parser.add_argument("--results", default="results/runs")
     parser.add_argument("--latex", default=str(GENERATED), help="folder for the report's generated .tex files")
     args = parser.parse_args(argv)
+    try:  # every record, the intervals the README prints included, before anything is written
+        check_run_records(args.results, intervals=("test",))
+    except InvalidRunRecord as error:
+        parser.exit(1, f"report: {error}\n")
     changed = update_readme(Path(args.readme), args.results)
     print(f"{args.readme}: results table {'updated' if changed else 'already current'}")
     written = write_latex(Path(args.results).parent, args.latex)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .experiment import InvalidRunRecord, check_run_records
 from .profiles import PROFILE_NAMES, Profile, as_profile, get_profile, output_dir
 from .storage import write_text
 from .studies import (DEEP_EFFICIENTNET_TARGET, LARGE_BATCH_LABELS, PCAM_TARGETS, STUDIES, MissingRuns,
@@ -323,9 +324,11 @@ def main(argv=None):
     profiles = [get_profile(named)] if named else [get_profile(name) for name in COMMITTED_PROFILES]
     texts = {}
     try:
+        for runs in {output_dir("results", profile) / "runs" for profile in profiles}:
+            check_run_records(runs)  # an edited record stops us, named
         for i, profile in enumerate(profiles):
             texts.update(outputs(profile, args.only, [] if args.only or i else None))
-    except (MissingRuns, FileNotFoundError) as error:
+    except (MissingRuns, FileNotFoundError, InvalidRunRecord) as error:
         sys.exit(f"summaries: {error}")
     if args.check:
         differ = stale(texts)

@@ -19,8 +19,10 @@ from multiprocessing import get_context
 
 import torch
 
+from .cli import OneLineParser, positive_int
 from .experiment import run_training
 from .profiles import PROFILE_NAMES, Profile, as_profile, get_profile
+from .stopping import Stopped, init_worker, run_stoppable, workers_stopped_on_signal
 from .studies import STUDIES, PlannedRun, stored_record, walk_stages
 from .summaries import SUMMARIES, write_summaries
 
@@ -113,6 +115,7 @@ def time_left(finished_seconds: float, done: int, left: int) -> str:
 
 
 def _init_worker(threads: int, niceness: int):
+    init_worker()  # a stopped sweep stops its workers (utils.stopping)
     os.environ["TQDM_DISABLE"] = "1"  # one line per finished run instead of interleaved bars
     torch.set_num_threads(threads)
     if niceness:
@@ -121,7 +124,7 @@ def _init_worker(threads: int, niceness: int):
 
 def _train(kwargs: dict) -> tuple[str, float]:
     started = time.time()
-    record = run_training(**kwargs)
+    record = run_stoppable(run_training, **kwargs)
     return record["run"], time.time() - started
 
 
@@ -153,7 +156,7 @@ def sweep(names: list[str], profile: Profile | str, workers: int, dry_run: bool 
         print(f"sweep: {workers} worker{'' if workers == 1 else 's'}, {threads} thread{'' if threads == 1 else 's'} each"
               + (f", niceness {niceness}" if niceness else ""), flush=True)
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                                 initargs=(threads, niceness)) as pool:
+                                 initargs=(threads, niceness)) as pool, workers_stopped_on_signal():
             futures = {pool.submit(_train, kwargs): run for run, kwargs in todo.items()}
             for done, future in enumerate(as_completed(futures), 1):
                 left = f"{len(todo) - done} left, about {time_left(time.time() - batch_started, done, len(todo) - done)}"
@@ -169,16 +172,19 @@ def sweep(names: list[str], profile: Profile | str, workers: int, dry_run: bool 
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m utils.sweep", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="python -m utils.sweep", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=PROFILE_NAMES, help="default: $PROFILE, else full on CUDA, cpu otherwise")
-    parser.add_argument("--workers", type=int, help=f"runs trained at the same time (default: {RUNS_PER_GPU} per "
+    parser.add_argument("--workers", type=positive_int, help=f"runs trained at the same time (default: {RUNS_PER_GPU} per "
                         f"CUDA device, else one per CPU core with {CPU_WORKER_THREADS} thread each)")
     parser.add_argument("--only", nargs="+", choices=list(STUDIES), default=list(STUDIES), metavar="STUDY",
                         help=f"studies to run, of: {', '.join(STUDIES)}")
     parser.add_argument("--dry-run", action="store_true", help="list the runs to train and stop")
     args = parser.parse_args(argv)
-    sys.exit(sweep(args.only, get_profile(args.profile), args.workers or default_workers(), args.dry_run))
+    try:
+        sys.exit(sweep(args.only, get_profile(args.profile), args.workers or default_workers(), args.dry_run))
+    except Stopped as stop:  # SIGTERM or SIGINT: the workers are stopped already
+        sys.exit(stop.exit_code)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ class VGG(ImageClassifier):
 
     def __init__(self, num_classes: int, widths=(64, 128, 256), convs=(2, 2, 3), dropout: float = 0.5, **norm):
         super().__init__(**norm)
+        self.min_input_size = 2 ** (len(widths) - 1)  # a 2x2 max-pool between stacks
         stacks, c_in = [], 3
         for i, (width, n) in enumerate(zip(widths, convs)):
             layers = [ConvBNReLU(c_in if j == 0 else width, width, 3) for j in range(n)]
@@ -55,6 +56,7 @@ class Inception(ImageClassifier):
     in three resolutions (28, 14, 7 for a 28x28 input), global pooling, dropout, linear head."""
 
     cam_layer = "blocks.6"
+    min_input_size = 4  # two 2x2 max-pools
 
     def __init__(self, num_classes: int, dropout: float = 0.3, **norm):
         super().__init__(**norm)
@@ -88,6 +90,7 @@ class ConvAutoencoder(ImageClassifier):
     def __init__(self, num_classes: int, widths=(32, 64, 128), pretrain_epochs: int = 5, dropout: float = 0.3, **norm):
         super().__init__(**norm)
         self.pretrain_epochs = pretrain_epochs
+        self.min_input_size = 2 ** (len(widths) - 1)  # stride 2 between stages
         stages, c_in = [], 3
         for i, width in enumerate(widths):
             stages.append(nn.Sequential(ConvBNReLU(c_in, width, 3, stride=1 if i == 0 else 2),
@@ -162,6 +165,7 @@ class DeepCMorphLite(ImageClassifier):
     class label alone), is about a hundred times smaller, and is trained from scratch."""
 
     cam_layer = "classifier_body.2"
+    min_input_size = 4  # two 2x2 max-pools, in the U-Net and in the classifier
 
     def __init__(self, num_classes: int, num_maps: int = 4, widths=(32, 64, 128), dropout: float = 0.3, **norm):
         super().__init__(**norm)

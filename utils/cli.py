@@ -1,0 +1,35 @@
+"""What the command lines share: a parser whose every error is one line, and argument types that say what they
+accept. A value that cannot be used is refused here, before anything is trained, locked or written."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """``argparse`` with each error on one line (``<prog>: error: <what is wrong and what is accepted>``), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(text: str) -> int:
+    """A whole number of 1 or more (epochs, images, workers): 0 or less would be ignored or mean something else."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one of 1 or more") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not accepted; give a whole number of 1 or more")
+    return value
+
+
+def output_folder(text: str) -> str:
+    """A folder to write into: it may not exist yet (it is created), but it may not be a file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; give a folder (created if missing)")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} lies under the file {parent}; give a folder (created if missing)")
+    return text
