@@ -16,7 +16,7 @@ export PYTHONUNBUFFERED := 1
 
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: all test venv data train sweep summaries notebooks bench report offline-kit
+.PHONY: all test venv data train sweep summaries notebooks bench report offline-kit gpu-check
 TEX_PACKAGES := latexmk texlive-latex-recommended texlive-fonts-recommended
 
 # The main job: every notebook executed in order, in place, in the resolved profile, then the
@@ -85,6 +85,12 @@ summaries: venv data
 
 bench: venv data
 	$(PY) -m utils.bench
+
+# On a lent GPU, in one command of at most MINUTES (default 10): the CUDA-only tests, the full benchmark within 4
+# minutes, then the missing full-profile runs with the faster engine until the deadline. Commits nothing.
+MINUTES ?= 10
+gpu-check: venv data
+	$(PY) -m utils.gpu_check --minutes $(MINUTES)
 
 # report/report.pdf from results/ (summaries rebuilt first): generated macros and tables, then latexmk. Fails on
 # any undefined reference or citation, so the PDF never shows "??".

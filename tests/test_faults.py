@@ -21,7 +21,7 @@ from utils import experiment, storage
 from utils.data import DataIntegrityError, ImageDataset, ImageSplit, find_bloodmnist, load_pcam
 from utils.models import CheckpointError, build_model, load_checkpoint, save_checkpoint
 from utils.profiles import get_profile
-from utils.engine import NonFiniteLossError, TrainConfig, fit, predict_proba
+from utils.training import NonFiniteLossError, TrainConfig, fit, predict_proba
 
 # A smoke run of the smallest model, at batch 64.
 RUN = ["--model", "simple_cnn", "--profile", "smoke", "--epochs", "3", "--seed", "3"]
@@ -87,7 +87,7 @@ def test_a_run_killed_mid_training_ends_where_an_uninterrupted_run_ends(straight
     assert list(tmp_path.glob("*.state.pt")), "no epoch state was saved before the kill"
 
     # The rerun, with --resume or without, trains only the epochs the killed run had not finished.
-    from utils.engine import EagerStep
+    from utils.training import EagerStep
     epochs_trained, run_epoch = [], EagerStep.run_epoch
     monkeypatch.setattr(EagerStep, "run_epoch", lambda self, *a, **k: epochs_trained.append(1) or run_epoch(self, *a, **k))
     resumed = _train_cli(tmp_path, *rerun)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from utils.data import ImageDataset, ImageSplit
-from utils.engine import TrainConfig, fit
+from utils.training import TrainConfig, fit
 from utils.models import build_model
 
 
@@ -233,7 +233,7 @@ def test_a_pcam_cache_that_is_not_the_tars_decoding_is_set_aside_and_decoded_aga
 
 
 def test_every_model_states_the_smallest_images_it_takes(capsys):
-    from utils.engine import predict_proba
+    from utils.training import predict_proba
     from utils.models import MODEL_NAMES
     smallest = {}
     for name in MODEL_NAMES:
@@ -254,7 +254,7 @@ def test_every_model_states_the_smallest_images_it_takes(capsys):
 
 
 def test_large_images_are_scored_in_chunks_of_bounded_bytes():
-    from utils.engine import predict_proba
+    from utils.training import predict_proba
     from utils.registry import ImageClassifier
 
     class Recorder(ImageClassifier):

@@ -37,6 +37,15 @@ def test_the_utils_import_graph_has_no_cycle():
         visit(module)
 
 
+def test_the_brief_s_modules_are_where_it_names_them_and_nothing_imports_the_command_line():
+    # The brief names utils/models.py, utils/training.py and utils/metrics.py as the shared modules; the command line
+    # utils/train.py beside training.py is an entry point only.
+    graph = _imports_within_utils()
+    assert {"models", "training", "metrics"} <= set(graph)
+    assert "TrainConfig" in (REPO / "utils/training.py").read_text() and "def fit(" in (REPO / "utils/training.py").read_text()
+    assert not [module for module, imported in graph.items() if "train" in imported]
+
+
 def test_the_readme_layout_names_every_module():
     readme = (REPO / "README.md").read_text()
     missing = [p.name for p in sorted((REPO / "utils").glob("*.py")) if p.name != "__init__.py"

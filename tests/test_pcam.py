@@ -82,7 +82,7 @@ def test_tta_scores_a_stored_run_once_and_reuses_it(pcam, tmp_path, monkeypatch)
     from pathlib import Path
     import utils.experiment as experiment
     from utils.models import load_checkpoint
-    from utils.engine import dihedral_views
+    from utils.training import dihedral_views
     data_root = Path(__file__).resolve().parent.parent / "data"
     # A narrow SimpleCNN: 8 views of 768 patches at 96x96 cost 15x less than at the default width.
     record = experiment.run_training("simple_cnn", "pcam", "smoke", 0, out=tmp_path / "runs", data_root=data_root,

@@ -92,3 +92,12 @@ def test_a_campaign_trains_the_headline_runs_first(tmp_path, monkeypatch):
     assert [n.split("-bloodmnist")[0] for n in names[9:15]] == \
         ["attention_none", "attention_se", "attention_cbam", "attention_msff", "resnet18", "efficientnet_lite0"]
     assert all("-s0-" in n for n in names[9:15]) and len(names) == len(todo) == len(set(names))
+
+
+def test_a_sweep_told_to_stop_after_a_while_stops_its_workers_and_trains_the_rest_next_time(tmp_path, monkeypatch,
+                                                                                           capsys):
+    from multiprocessing import active_children
+    monkeypatch.chdir(tmp_path)
+    assert sweep(["deep_efficientnet"], "smoke", workers=1, stop_after=0.01) == 0
+    assert "stopped after" in capsys.readouterr().out and not active_children()
+    assert list(plan(["deep_efficientnet"], "smoke"))  # nothing was stored: the next sweep trains it

@@ -8,7 +8,7 @@ from utils.experiment import run_training
 from utils.models import build_model
 from utils.profiles import PROFILES
 from utils.studies import IMBALANCE_STRATEGIES, PCAM_MODELS, ZOO
-from utils.engine import TrainConfig
+from utils.training import TrainConfig
 
 
 def test_autoencoder_pretraining_lowers_reconstruction_error(blood):

@@ -13,6 +13,17 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def positive_float(text: str) -> float:
+    """A number above 0 (minutes, seconds)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give one above 0") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value:g} is not accepted; give a number above 0")
+    return value
+
+
 def positive_int(text: str) -> int:
     """A whole number of 1 or more (epochs, images, workers): 0 or less would be ignored or mean something else."""
     try:

@@ -11,7 +11,7 @@ from .data import DATASETS, DEFAULT_DATA_ROOT, DataIntegrityError, dataset_class
 from .metrics import classification_metrics
 from .models import CheckpointError, load_checkpoint
 from .profiles import default_device
-from .engine import predict_proba
+from .training import predict_proba
 
 
 def dataset_of(checkpoint: str, meta: dict, dataset: str | None) -> str:

@@ -29,7 +29,7 @@ from .models import accepts_kwarg, build_model, count_parameters, load_checkpoin
 from .profiles import Profile, as_profile, default_device, output_dir
 from .recipes import DATASET_MODEL_KWARGS, train_config
 from .storage import move_aside, run_lock, save_npz, write_json
-from .engine import FitResult, TrainConfig, fit, predict_proba
+from .training import FitResult, TrainConfig, fit, predict_proba
 
 RESULTS_ROOT = Path("results")
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ import dataclasses
 import math
 
 from .profiles import Profile
-from .engine import TrainConfig
+from .training import TrainConfig
 
 # The DeepEfficientNet recipe, used for every model so comparisons share one engine: TrainConfig's defaults
 # (AdamW + cosine with a 1-epoch warmup, lr 2e-3, weight decay 0.05, label smoothing 0.1, basic augmentation

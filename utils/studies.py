@@ -14,7 +14,7 @@ import torch
 from .experiment import InvalidRunRecord, check_run_record, plan_run, run_training
 from .profiles import Profile, as_profile, default_device
 from .recipes import batch_scaled, large_batch_holds, train_config
-from .engine import resolve_amp
+from .training import resolve_amp
 
 
 @dataclass(frozen=True)

@@ -15,16 +15,18 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import TimeoutError as FuturesTimeout
 from multiprocessing import get_context
 
 import torch
 
-from .cli import OneLineParser, positive_int
+from .cli import OneLineParser, positive_float, positive_int
 from .experiment import run_training
 from .profiles import PROFILE_NAMES, Profile, as_profile, get_profile
-from .stopping import Stopped, init_worker, run_stoppable, workers_stopped_on_signal
+from .stopping import Stopped, init_worker, run_stoppable, stop_workers, workers_stopped_on_signal
 from .studies import STUDIES, PlannedRun, stored_record, walk_stages
 from .summaries import SUMMARIES, write_summaries
+from .training import ENGINES
 
 def plan(names: list[str], profile: Profile | str) -> dict[str, dict]:
     """Run name -> ``run_training`` arguments of every run the named studies need that is not stored
@@ -128,8 +130,12 @@ def _train(kwargs: dict) -> tuple[str, float]:
     return record["run"], time.time() - started
 
 
-def sweep(names: list[str], profile: Profile | str, workers: int, dry_run: bool = False) -> int:
-    """Train everything ``plan`` lists, ``workers`` at a time, until nothing is left; 1 if a run failed."""
+def sweep(names: list[str], profile: Profile | str, workers: int, dry_run: bool = False,
+          stop_after: float | None = None, engine: str | None = None) -> int:
+    """Train everything ``plan`` lists, ``workers`` at a time, until nothing is left; 1 if a run failed.
+    ``stop_after`` (seconds): then stop the workers as SIGTERM would (a run cut short keeps its last epoch's state and
+    resumes next time) and return 0. ``engine``: the training engine of every run (not part of a run's name)."""
+    deadline = None if stop_after is None else time.time() + stop_after
     profile = as_profile(profile)
     started, attempted = time.time(), set()
     threads = worker_threads(workers)
@@ -157,16 +163,27 @@ def sweep(names: list[str], profile: Profile | str, workers: int, dry_run: bool 
               + (f", niceness {niceness}" if niceness else ""), flush=True)
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
                                  initargs=(threads, niceness)) as pool, workers_stopped_on_signal():
-            futures = {pool.submit(_train, kwargs): run for run, kwargs in todo.items()}
-            for done, future in enumerate(as_completed(futures), 1):
-                left = f"{len(todo) - done} left, about {time_left(time.time() - batch_started, done, len(todo) - done)}"
-                try:
-                    run, seconds = future.result()
-                    print(f"[{done}/{len(todo)}] {run} {seconds:.0f} s; {left}", flush=True)
-                except Exception as error:  # report every failure, finish the others
-                    failed += 1
-                    print(f"[{done}/{len(todo)}] FAILED {futures[future]}: {error!r}; {left}", file=sys.stderr,
-                          flush=True)
+            futures = {pool.submit(_train, dict(kwargs, engine=engine) if engine else kwargs): run
+                       for run, kwargs in todo.items()}
+            try:
+                timeout = None if deadline is None else max(0.0, deadline - time.time())
+                for done, future in enumerate(as_completed(futures, timeout=timeout), 1):
+                    left = f"{len(todo) - done} left, about {time_left(time.time() - batch_started, done, len(todo) - done)}"
+                    try:
+                        run, seconds = future.result()
+                        print(f"[{done}/{len(todo)}] {run} {seconds:.0f} s; {left}", flush=True)
+                    except Exception as error:  # report every failure, finish the others
+                        failed += 1
+                        print(f"[{done}/{len(todo)}] FAILED {futures[future]}: {error!r}; {left}", file=sys.stderr,
+                              flush=True)
+            except FuturesTimeout:
+                for future in futures:
+                    future.cancel()
+                stopped = stop_workers()
+                print(f"sweep: stopped after {stop_after / 60:.1f} min as asked; {stopped} worker"
+                      f"{'' if stopped == 1 else 's'} stopped, a run cut short keeps its last epoch's state; the same "
+                      "command trains what is missing", flush=True)
+                return 0
         if failed:
             return 1
 
@@ -180,9 +197,13 @@ def main(argv=None):
     parser.add_argument("--only", nargs="+", choices=list(STUDIES), default=list(STUDIES), metavar="STUDY",
                         help=f"studies to run, of: {', '.join(STUDIES)}")
     parser.add_argument("--dry-run", action="store_true", help="list the runs to train and stop")
+    parser.add_argument("--stop-after", type=positive_float, metavar="MINUTES",
+                        help="stop the workers after this long; a run cut short resumes from its last epoch next time")
+    parser.add_argument("--engine", choices=ENGINES, help="training engine of every run (default: the recipe's, auto)")
     args = parser.parse_args(argv)
     try:
-        sys.exit(sweep(args.only, get_profile(args.profile), args.workers or default_workers(), args.dry_run))
+        sys.exit(sweep(args.only, get_profile(args.profile), args.workers or default_workers(), args.dry_run,
+                       None if args.stop_after is None else 60 * args.stop_after, args.engine))
     except Stopped as stop:  # SIGTERM or SIGINT: the workers are stopped already
         sys.exit(stop.exit_code)
 

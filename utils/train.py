@@ -13,7 +13,7 @@ from .models import MODEL_NAMES
 from .profiles import PROFILE_NAMES, get_profile
 from .registry import accepts_kwarg
 from .storage import StorageFullError
-from .engine import NonFiniteLossError
+from .training import NonFiniteLossError
 
 # The models that can start from ImageNet weights (a ``pretrained`` argument).
 PRETRAINED_MODELS = tuple(name for name in MODEL_NAMES if accepts_kwarg(name, "pretrained"))

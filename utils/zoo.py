@@ -117,7 +117,7 @@ class ConvAutoencoder(ImageClassifier):
     def pretrain(self, split, cfg, generator: torch.Generator | None = None) -> list[float]:
         """Reconstruction pre-training on ``split``'s images (labels unused); returns the mean MSE per epoch."""
         from .data import DeviceLoader
-        from .engine import autocast_context, resolve_amp
+        from .training import autocast_context, resolve_amp
         device = split.labels.device
         dtype = resolve_amp(cfg.amp, device)
         loader = DeviceLoader(split, cfg.batch_size, shuffle=True, augment="basic", generator=generator)

@@ -1,4 +1,5 @@
-"""The training engine: ``TrainConfig`` and ``fit``.
+"""The training library (the brief's ``utils/training.py``): ``TrainConfig``, ``fit`` and ``predict_proba``. The command
+line that trains one run is ``utils/train.py`` (``python -m utils.train``); nothing imports that.
 
 Data stays on the device; the step loop has no host-device copies and no ``.item()`` syncs
 (losses and hits accumulate on the device and are read once per epoch). Every epoch writes a

@@ -5,7 +5,7 @@ from utils.data import ImageDataset
 from utils.models import MODEL_NAMES, build_model
 from utils.recipes import train_config
 from utils.profiles import get_profile
-from utils.engine import TrainConfig, fit, make_optimizer, make_scheduler
+from utils.training import TrainConfig, fit, make_optimizer, make_scheduler
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_a_profile_passed_in_decides_where_results_go(monkeypatch):
 
 
 def test_dihedral_tta_averages_the_eight_views():
-    from utils.engine import dihedral_views, predict_proba
+    from utils.training import dihedral_views, predict_proba
     x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
     views = dihedral_views(x)
     assert len(views) == 8 and len({tuple(v.flatten().tolist()) for v in views}) == 8
@@ -154,7 +154,7 @@ def test_graph_engine_falls_back_to_eager_out_loud_where_it_cannot_capture(tiny)
 
 
 def test_the_schedule_table_is_the_eager_schedule():
-    from utils.engine import schedule_values
+    from utils.training import schedule_values
     for schedule in ("cosine", "onecycle", "step", "constant"):
         cfg = TrainConfig(epochs=3, schedule=schedule)
         opt = make_optimizer(torch.nn.Linear(4, 2), cfg)
@@ -194,7 +194,7 @@ def test_graph_step_reads_nothing_back_on_the_host(tiny, model_name):
     # runs here, for every registered model, under a dispatch mode that fails on the op a host read goes through.
     from torch.utils._python_dispatch import TorchDispatchMode
     from utils.data import DeviceLoader
-    from utils.engine import build_stepper
+    from utils.training import build_stepper
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     class NoHostReads(TorchDispatchMode):
@@ -224,7 +224,7 @@ def test_a_larger_batch_scales_the_learning_rate_and_keeps_the_warmup_steps():
     import dataclasses
     from utils.recipes import BASE, batch_scaled, large_batch_holds
     from utils.studies import LARGE_BATCH_LABELS, RECIPE_SEARCH
-    from utils.engine import schedule_values
+    from utils.training import schedule_values
     steps = {128: 11959 // 128, 512: 11959 // 512}  # BloodMNIST's training split, last partial batch dropped
     recipe = dataclasses.replace(BASE, epochs=6)
     larger = dataclasses.replace(recipe, **batch_scaled(512))
