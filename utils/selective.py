@@ -153,14 +153,14 @@ def write_selective_studies(records: list[dict] | None = None, root: Path = DEPL
     return written
 
 
-def predict_threshold(run: str, model: str, profile: str, root: Path = DEPLOYMENT_ROOT) -> float | None:
-    """The stored validation threshold of ``run``'s maximum probability at ``PREDICT_COVERAGE`` (None when its
-    model's study is not stored or does not hold the run)."""
-    path = study_path(model, profile, root)
-    if not path.is_file():
-        return None
-    predictor = json.loads(path.read_text())["predictors"].get(run)
-    return predictor["selective"]["max_prob"]["at_coverage"][f"{PREDICT_COVERAGE:.2f}"]["threshold"] if predictor else None
+def predict_threshold(run: str, root: Path = DEPLOYMENT_ROOT) -> float | None:
+    """The stored validation threshold of ``run``'s maximum probability at ``PREDICT_COVERAGE``, from whichever
+    stored study holds the run (None when none does)."""
+    for path in sorted((Path(root) / "selective").glob("*.json")):
+        predictor = json.loads(path.read_text())["predictors"].get(run)
+        if predictor:
+            return predictor["selective"]["max_prob"]["at_coverage"][f"{PREDICT_COVERAGE:.2f}"]["threshold"]
+    return None
 
 
 def main(argv=None):
