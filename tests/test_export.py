@@ -17,7 +17,11 @@ def _smoke_checkpoint(tmp_path):
     return save_checkpoint(tmp_path / "smoke.pt", model.eval(), meta)
 
 
-def test_onnx_export_agrees_with_pytorch_on_every_image(tmp_path, blood, capsys):
+def test_onnx_export_agrees_with_pytorch_on_every_image(tmp_path, blood, capsys, monkeypatch):
+    import utils.export
+    monkeypatch.setattr(utils.export, "LATENCY_IMAGES", 12)
+    monkeypatch.setattr(utils.export, "WARMUP", 2)
+    monkeypatch.setattr(utils.export, "THROUGHPUT_BATCHES", 2)
     checkpoint = _smoke_checkpoint(tmp_path)
     main(["--checkpoint", str(checkpoint), "--onnx", str(tmp_path / "m.onnx")])
     exported = json.loads(capsys.readouterr().out)

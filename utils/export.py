@@ -65,29 +65,29 @@ def onnx_session(path: str | Path, threads: int | None = None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _timed(call, inputs: list, warmup: int) -> list[float]:
-    for x in inputs[:warmup]:
-        call(x)
-    seconds = []
-    for x in inputs:
-        started = time.perf_counter()
-        call(x)
-        seconds.append(time.perf_counter() - started)
-    return seconds
-
-
-def speed(call, images: torch.Tensor) -> dict:
+def speed(calls: dict, images: torch.Tensor) -> dict:
     """Batch-1 latency (median and 90th percentile over ``LATENCY_IMAGES`` images, after ``WARMUP`` calls) and
-    batch-256 throughput (images per second over ``THROUGHPUT_BATCHES`` batches, after one) of ``call``, which
-    takes a float32 batch in [0, 1]."""
+    batch-256 throughput (images per second over ``THROUGHPUT_BATCHES`` batches, after one) of each of ``calls``
+    (name -> a function of a float32 batch in [0, 1]). The calls take turns on each input, so a machine whose load
+    changes during the measurement slows them alike."""
     x = images.float() / 255
     singles = [x[i:i + 1] for i in range(min(LATENCY_IMAGES, len(x)))]
-    latency = _timed(call, singles, WARMUP)
     batches = [x[(i * THROUGHPUT_BATCH) % len(x):][:THROUGHPUT_BATCH] for i in range(THROUGHPUT_BATCHES)]
-    batch_seconds = _timed(call, batches, 1)
-    return {"batch1_ms_median": 1000 * statistics.median(latency),
-            "batch1_ms_p90": 1000 * float(np.quantile(latency, 0.9)),
-            f"batch{THROUGHPUT_BATCH}_images_per_s": sum(len(b) for b in batches) / sum(batch_seconds)}
+    for inputs, warmup in ((singles, WARMUP), (batches, 1)):
+        for call in calls.values():
+            for batch in inputs[:warmup]:
+                call(batch)
+    seconds = {name: {"single": [], "batch": []} for name in calls}
+    for kind, inputs in (("single", singles), ("batch", batches)):
+        for batch in inputs:
+            for name, call in calls.items():
+                started = time.perf_counter()
+                call(batch)
+                seconds[name][kind].append(time.perf_counter() - started)
+    return {name: {"batch1_ms_median": 1000 * statistics.median(s["single"]),
+                   "batch1_ms_p90": 1000 * float(np.quantile(s["single"], 0.9)),
+                   f"batch{THROUGHPUT_BATCH}_images_per_s": sum(len(b) for b in batches) / sum(s["batch"])}
+            for name, s in seconds.items()}
 
 
 def check_onnx(checkpoint: str | Path, onnx_path: str | Path, images: torch.Tensor, labels=None) -> dict:
@@ -113,7 +113,7 @@ def check_onnx(checkpoint: str | Path, onnx_path: str | Path, images: torch.Tens
            "argmax_agree": int(agree.sum()), "argmax_agree_fraction": float(agree.mean()),
            "disagreeing_images": np.flatnonzero(~agree).tolist(), "threads": torch.get_num_threads(),
            "load_average_1min": os.getloadavg()[0],
-           "speed": {"pytorch": speed(run_torch, images), "onnxruntime": speed(run_onnx, images)}}
+           "speed": speed({"pytorch": run_torch, "onnxruntime": run_onnx}, images)}
     if labels is not None:
         labels = np.asarray(labels)
         out["acc"] = {"pytorch": float((torch_probs.argmax(1) == labels).mean()),
