@@ -17,22 +17,29 @@ def _predictor_label(name: str) -> str:
 
 def plot_risk_coverage(studies: dict[str, dict]):
     """One panel per model: the test risk-coverage curve of each seed's top probability and, where stored, of
-    the seed ensemble (top probability, after temperature scaling, agreement), with AURC in the legend; the
-    dotted lines mark 90% and 95% coverage."""
+    the seed ensemble (top probability, after temperature scaling, agreement; with one seed, that seed after
+    temperature scaling), with AURC in the legend; the dotted lines mark 90% and 95% coverage."""
     fig, axes = plt.subplots(1, len(studies), figsize=(TEXT_WIDTH, 2.5), sharey=True, squeeze=False)
+    shown = 0.0  # the highest risk drawn within the x range (below it a handful of images make the risk jump)
     for ax, (model, study) in zip(axes[0], studies.items()):
         for name, predictor in study["predictors"].items():
-            scores = ("max_prob", "max_prob_temperature", "agreement") if name == "ensemble" else ("max_prob",)
+            if name == "ensemble":
+                scores = ("max_prob", "max_prob_temperature", "agreement")
+            else:  # a model with one seed shows temperature scaling on that seed
+                scores = ("max_prob",) if "ensemble" in study["predictors"] else ("max_prob", "max_prob_temperature")
             for score in scores:
                 s = predictor["selective"][score]
                 style = {"lw": 1.4} if name == "ensemble" else {"lw": 0.8, "alpha": 0.7}
-                ax.plot(s["curve_test"]["coverage"], 100 * np.array(s["curve_test"]["risk"]),
-                        label=f"{_predictor_label(name)}, {SCORE_LABELS[score]} ({1000 * s['aurc_test']:.1f})", **style)
+                coverage, risk = np.array(s["curve_test"]["coverage"]), 100 * np.array(s["curve_test"]["risk"])
+                shown = max(shown, risk[coverage >= 0.5].max())
+                ax.plot(coverage, risk, label=f"{_predictor_label(name)}, {SCORE_LABELS[score]} ({1000 * s['aurc_test']:.1f})",
+                        **style)
         for c in study["coverages"]:
             ax.axvline(c, ls=":", color="grey", lw=0.7)
         ax.set(title=model, xlabel="coverage", xlim=(0.5, 1.0))
         ax.legend(title="AURC x 1000", fontsize=6, title_fontsize=6, loc="upper left")
     axes[0][0].set_ylabel("risk (% errors among answered)")
+    axes[0][0].set_ylim(0, 1.6 * shown)  # room for the legend above the curves
     fig.tight_layout()
     return fig
 
