@@ -81,3 +81,15 @@ def test_study_refuses_seeds_scored_on_different_images(tmp_path):
     np.savez(records[1]["predictions"], **arrays)
     with pytest.raises(ValueError, match="labels differ"):
         model_study(records)
+
+
+def test_the_released_checkpoints_follow_one_name():
+    """RELEASED_PROFILE picks the runs; re-pointed to "cpu" it releases the cpu-profile checkpoints instead."""
+    from tests.conftest import REPO
+    from utils.release import RELEASED_PROFILE, released_records
+    folder = REPO / "results" / "runs"
+    for profile in (RELEASED_PROFILE, "cpu"):
+        records = released_records(folder, profile=profile)
+        assert records and all(r["profile"] == profile and r["dataset"] == "bloodmnist" for r in records)
+        assert all((folder / f"{r['run']}.pt").is_file() for r in records)
+        assert "deep_efficientnet" in {r["model"] for r in records}
