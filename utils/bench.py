@@ -377,6 +377,7 @@ def cpu_threads(data_root=DEFAULT_DATA_ROOT, steps: int = 6, models=CPU_THREAD_M
     another one-thread training process at niceness 5 holds a core (a sweep's worker beside it)."""
     name = models[0]
     batch = train_config(name, "bloodmnist", get_profile("full")).batch_size
+    load_before = os.getloadavg()[0]  # what else ran: a quiet machine reads near 0
     quiet = {m: {"1": _side_by_side([(m, 1, steps, 0)], data_root)[0]} for m in models}
     quiet[name]["2"] = _side_by_side([(name, 2, steps, 0)], data_root)[0]
     pair = _side_by_side([(name, 1, steps, 0), (name, 1, steps, 0)], data_root)
@@ -388,7 +389,8 @@ def cpu_threads(data_root=DEFAULT_DATA_ROOT, steps: int = 6, models=CPU_THREAD_M
             "images_per_second": {"one process, 2 threads": 1000 * batch / quiet[name]["2"],
                                   "two processes, 1 thread each": sum(1000 * batch / ms for ms in pair)},
             "ms_per_step_beside_a_busy_core": busy,
-            "slowdown_beside_a_busy_core": {t: busy[t] / quiet[name][t] for t in busy}}
+            "slowdown_beside_a_busy_core": {t: busy[t] / quiet[name][t] for t in busy},
+            "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]}}
 
 
 def main(argv=None):

@@ -178,7 +178,7 @@ class InvalidRunRecord(ValueError):
 
 
 @functools.lru_cache(maxsize=None)
-def _committed_files(folder: Path) -> frozenset[str]:
+def committed_files(folder: Path) -> frozenset[str]:
     """File names under ``folder`` that git tracks (empty outside a git checkout)."""
     try:
         listed = subprocess.run(["git", "ls-files", "--", "."], cwd=folder, capture_output=True, text=True,
@@ -276,7 +276,7 @@ def check_run_record(json_path: str | Path, intervals: tuple[str, ...] = ()) -> 
         raise InvalidRunRecord("its config does not hash to its name (edited, or from other code)")
     if not json_path.with_suffix(".npz").is_file():
         raise InvalidRunRecord(f"its predictions {json_path.with_suffix('.npz').name} are missing")
-    if not json_path.with_suffix(".pt").is_file() and json_path.name not in _committed_files(json_path.parent):
+    if not json_path.with_suffix(".pt").is_file() and json_path.name not in committed_files(json_path.parent):
         raise InvalidRunRecord(f"its checkpoint {json_path.with_suffix('.pt').name} is missing")
     check_record_metrics(record, json_path.with_suffix(".npz"), intervals)
     return record

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .engine import predict_proba
+from .training import predict_proba
 from .models import CheckpointError, load_checkpoint
 
 OPSET = 18

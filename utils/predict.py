@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .engine import predict_proba
+from .training import predict_proba
 from .models import CheckpointError, load_checkpoint
 from .selective import PREDICT_COVERAGE, predict_threshold, threshold_for_coverage
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from .experiment import RESULTS_ROOT, load_results
+from .experiment import RESULTS_ROOT, committed_files, load_results
 
 RELEASED_PROFILE = "full"
 RELEASED_DATASET = "bloodmnist"
@@ -20,10 +20,13 @@ DEPLOYMENT_ROOT = RESULTS_ROOT / "deployment"
 
 def released_records(folder: str | Path = RESULTS_ROOT / "runs", profile: str = RELEASED_PROFILE,
                      dataset: str = RELEASED_DATASET) -> list[dict]:
-    """The valid run records of ``profile`` on ``dataset`` in ``folder`` whose checkpoint lies beside them,
+    """The valid run records of ``profile`` on ``dataset`` in ``folder`` whose checkpoint lies beside them and is
+    committed (a checkpoint that only this machine holds is not released; outside a git checkout, every one there),
     ordered by model then seed."""
+    committed = committed_files(Path(folder))
     records = [r for r in load_results(folder, profile=profile, dataset=dataset)
-               if Path(folder, Path(r["checkpoint"]).name).is_file()]
+               if Path(folder, Path(r["checkpoint"]).name).is_file()
+               and (not committed or Path(r["checkpoint"]).name in committed)]
     return sorted(records, key=lambda r: (r.get("tag") or r["model"], r["seed"]))
 
 

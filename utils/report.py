@@ -196,6 +196,9 @@ MACROS = (
     "AblationFullBudget", "AblationFullRows", "AblationFullAugmentDelta", "AblationFullAugmentSeeds",
     "ProbeBasicVal", "PreviousRecipeVal", "ProbeValImages", "ProbeValN", "PreviousRecipeValLow",
     "PreviousRecipeValHigh", "ProbeDelta", "HeadlineTestSentence",
+    "DeployRuns", "DeployOnnxAgree", "DeployOnnxMaxDiff", "DeployThreads", "DeployLoad", "DeployRobustDropLow",
+    "DeployRobustDropHigh", "DeployWorstCorruptions", "DeployEnsembleModel", "DeployEnsembleSeeds", "DeployEnsembleAcc", "DeployEnsembleECE",
+    "DeployEnsembleECET", "DeployEnsembleAtNinety", "DeployEnsembleCoverage",
     "HeadlineModels", "HeadlineRuns", "HeadlineDevices", "HeadlineBest", "HeadlineBestTestAcc", "HeadlineAheadSentence", "RoadGradCAM", "RoadGradCAMpp", "RoadN",
     "RoadRandom", "RoadVerdict", "PcamBudget", "TopConfusions", "DeepEffSeedsPhrase", "GradcamRun", "GradcamBudget", "ZooBest", "ZooBestTestAcc",
 )
@@ -635,6 +638,54 @@ def claims_markdown(results: Path = Path("results")) -> str:
     return "\n".join(lines + ["| " + " | ".join(unescape(cell) for cell in row) + " |" for row in body])
 
 
+def deployment_section(results: Path) -> Section:
+    """The released checkpoints beside the stored deployment evaluations (results/deployment/): ONNX agreement and
+    speed, selective prediction at 90% coverage, MedMNIST-C robustness; and the ensemble's numbers."""
+    root = results / "deployment"
+    onnx = {p.stem: json.loads(p.read_text()) for p in sorted((root / "onnx").glob("*.json"))}
+    robust = {p.stem: json.loads(p.read_text()) for p in sorted((root / "robustness").glob("*.json"))}
+    selective = {p.stem: json.loads(p.read_text()) for p in sorted((root / "selective").glob("*.json"))}
+    if not onnx:
+        return {}, {"deployment": _table(["Run", "Test acc (\\%)"], [], "no released checkpoint evaluated yet")}
+    rows = []
+    for run, check in onnx.items():
+        c, r = check["check"], robust.get(run)
+        study = next((sel for sel in selective.values() if run in sel["predictors"]), None)
+        at90 = study["predictors"][run]["selective"]["max_prob"]["at_coverage"]["0.90"]["test"] if study else None
+        record = _run(results, run)
+        rows.append([tex_escape(f"{record['model']} s{record['seed']}" if record else run), pct(c["acc"]["pytorch"]),
+                     f"{c['argmax_agree']:,}/{c['n']:,}", f"{c['max_abs_prob_diff']:.1e}",
+                     f"{c['speed']['pytorch']['batch1_ms_median']:.1f} / {c['speed']['onnxruntime']['batch1_ms_median']:.1f}",
+                     f"{pct(at90['acc'])} ({pct(at90['coverage'], 1)})" if at90 else MISSING,
+                     f"{pct(r['mean_corruption_acc'], 1)} ({pct(r['relative_drop'], 1)})" if r else MISSING])
+    agree = all(c["check"]["argmax_agree"] == c["check"]["n"] for c in onnx.values())
+    m = {"DeployRuns": str(len(onnx)), "DeployOnnxAgree": "every" if agree else "not every",
+         "DeployOnnxMaxDiff": f"{max(c['check']['max_abs_prob_diff'] for c in onnx.values()):.1e}",
+         "DeployThreads": str(next(iter(onnx.values()))["check"]["threads"]),
+         "DeployLoad": f"{max(c['check']['load_average_1min'] for c in onnx.values()):.1f}"}
+    if robust:
+        drops = [r["relative_drop"] for r in robust.values()]
+        m.update(DeployRobustDropLow=pct(min(drops), 1), DeployRobustDropHigh=pct(max(drops), 1))
+        worst_of = lambda r: sorted(r["mean_acc_per_corruption"].items(), key=lambda kv: kv[1])[:3]
+        first = next(iter(robust.values()))
+        m["DeployWorstCorruptions"] = tex_escape(_and([f"{name.replace('_', ' ')} ({pct(acc, 1)}%)"
+                                                       for name, acc in worst_of(first)])
+                                                 + f" for {first['model']} s{first['seed']}")
+    ensemble = next((sel for sel in selective.values() if "ensemble" in sel["predictors"]), None)
+    if ensemble:
+        e = ensemble["predictors"]["ensemble"]
+        at90 = e["selective"]["max_prob"]["at_coverage"]["0.90"]["test"]
+        m.update(DeployEnsembleModel=tex_escape(ensemble["model"]), DeployEnsembleSeeds=str(len(ensemble["runs"])),
+                 DeployEnsembleAcc=pct(e["metrics"]["test"]["acc"]),
+                 DeployEnsembleECE=f"{e['metrics']['test']['ece']:.3f}",
+                 DeployEnsembleECET=f"{e['metrics_temperature']['test']['ece']:.3f}",
+                 DeployEnsembleAtNinety=pct(at90["acc"]), DeployEnsembleCoverage=pct(at90["coverage"], 1))
+    header = ["Run", "Test acc (\\%)", "ONNX argmax agree", "max $|\\Delta p|$", "batch-1 ms (PyTorch / ORT)",
+              "Acc at 90\\% cov. (test cov.)", "MedMNIST-C acc (rel. drop)"]
+    return m, {"deployment": _table(header, rows, "no released checkpoint evaluated yet",
+                                    align=r"lrrrrrr")}
+
+
 def versions_section(results: Path) -> Section:
     runs = load_results(results / "runs")
     if not runs:
@@ -651,7 +702,7 @@ def published_section(results: Path) -> Section:
 # Every part of the report's numbers, in the order it prints them; each returns (macros, tables).
 SECTIONS = (data_section, recipe_evidence_section, headline_section, deep_efficientnet_section, gradcam_section, bench_section,
             baselines_section, attention_section, ablations_section, zoo_section, imbalance_section, pcam_section,
-            versions_section, published_section, claims_section)
+            versions_section, published_section, claims_section, deployment_section)
 
 
 def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict[str, str]]:

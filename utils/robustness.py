@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .engine import predict_proba
+from .training import predict_proba
 from .models import load_checkpoint
 from .release import DEPLOYMENT_ROOT, provenance, released_records
 from .storage import save_npz, write_json
