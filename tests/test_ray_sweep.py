@@ -137,6 +137,36 @@ def test_a_run_that_fails_every_attempt_is_named_with_its_error_and_the_others_a
     assert list(_metrics(RUNS)) == [good_run]
 
 
+@needs_ray
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the Ray workers in Linux /proc")
+def test_a_stopped_ray_sweep_cancels_its_tasks_and_writes_nothing_after(tmp_path, monkeypatch, capsys, local_ray):
+    from utils.ray_sweep import ray_sweep
+    from utils.stopping import Stopped
+    monkeypatch.chdir(tmp_path)
+
+    def stop_after_the_first_record():
+        deadline = time.time() + 150
+        while not list(RUNS.glob("*.json")) and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+    stopper = threading.Thread(target=stop_after_the_first_record)
+    stopper.start()
+    try:
+        with pytest.raises(Stopped):
+            ray_sweep(STUDY, "smoke")
+    finally:
+        stopper.join()
+    written = {path.name: path.stat().st_mtime_ns for path in RUNS.glob("*.json")}
+    assert "sweep: stopped by SIGTERM" in capsys.readouterr().err
+    training = [pid for pid in _descendants(os.getpid())
+                if Path(f"/proc/{pid}/cmdline").exists() and b"ray::imbalance" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert not training, "a cancelled task still trains"
+    time.sleep(1)
+    assert {path.name: path.stat().st_mtime_ns for path in RUNS.glob("*.json")} == written
+    assert not list(RUNS.glob(".*.tmp")) and not list(RUNS.glob(".ray-probe-*"))
+    assert len(plan(STUDY, "smoke")) == 4 - len(written)  # the same command trains only what is missing
+
+
 @pytest.mark.parametrize("argv, says", [
     (["--address", "auto"], "--address goes with --backend ray"),
     (["--gpus-per-run", "0.25", "--cpus-per-run", "2"], "--gpus-per-run, --cpus-per-run go with --backend ray"),

@@ -22,14 +22,16 @@ import hashlib
 import logging
 import os
 import secrets
+import signal
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from .experiment import REPO_ROOT, git_commit, plan_run, reusable_record
 from .profiles import Profile, as_profile
-from .stopping import WORKER_GRACE_SECONDS, stop_raises, Stopped
+from .stopping import STOP_SIGNALS, WORKER_GRACE_SECONDS, Stopped
 from .storage import atomic_write, run_lock
 from .studies import RUN_ONLY_ARGS
 from .summaries import SUMMARIES, write_summaries
@@ -170,16 +172,36 @@ def _train_until_done(names: list[str], profile: Profile, task, shared: bool | N
             return 1
 
 
+@contextmanager
+def _stops_noted():
+    """Within the block SIGTERM and SIGINT are noted in the list it gives, for the sweep to stop on between two waits:
+    an exception raised by a signal handler inside ``ray.wait`` breaks it (a ``SystemError`` from Ray's core)."""
+    noted: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: noted.append(signum)) for signum in STOP_SIGNALS}
+    try:
+        yield noted
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _train_batch(todo: dict, json_paths: dict, task, probe: str | None, threads: int) -> int:
-    """Submit every run of ``todo``, print one line as each finishes; the number that failed."""
+    """Submit every run of ``todo``, print one line as each finishes; the number that failed. SIGTERM or SIGINT
+    cancels the runs not finished and raises ``Stopped``."""
     import ray
-    cwd, batch_started, failed = os.getcwd(), time.time(), 0
+    cwd, batch_started, failed, done = os.getcwd(), time.time(), 0, 0
     pending = {task.options(name=run).remote(kwargs, cwd, probe, threads): run for run, kwargs in todo.items()}
-    with stop_raises():
-        try:
-            for done in range(1, len(todo) + 1):
-                (ref,), _ = ray.wait(list(pending), num_returns=1)
-                run = pending.pop(ref)
+    with _stops_noted() as stops:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            if stops:
+                stopped = _cancel(pending)
+                print(f"sweep: stopped by {signal.Signals(stops[0]).name}; {stopped} Ray task{'' if stopped == 1 else 's'} "
+                      f"cancelled, nothing more is written. The same command trains what is missing (a run cut short "
+                      f"resumes from its last epoch).", file=sys.stderr, flush=True)
+                raise Stopped(stops[0])
+            for ref in ready:
+                run, done = pending.pop(ref), done + 1
                 left = f"{len(todo) - done} left, about {time_left(time.time() - batch_started, done, len(todo) - done)}"
                 try:
                     result = ray.get(ref)
@@ -188,12 +210,5 @@ def _train_batch(todo: dict, json_paths: dict, task, probe: str | None, threads:
                     print(f"[{done}/{len(todo)}] {run} {result['seconds']:.0f} s; {left}", flush=True)
                 except Exception as error:  # failed every attempt (1 + RETRIES): name it, finish the others
                     failed += 1
-                    print(f"[{done}/{len(todo)}] FAILED {run}: {one_line(error)}; {left}",
-                          file=sys.stderr, flush=True)
-        except Stopped as stop:
-            stopped = _cancel(pending)
-            print(f"sweep: stopped by {stop}; {stopped} Ray task{'' if stopped == 1 else 's'} cancelled, nothing more is "
-                  f"written. The same command trains what is missing (a run cut short resumes from its last epoch).",
-                  file=sys.stderr, flush=True)
-            raise
+                    print(f"[{done}/{len(todo)}] FAILED {run}: {one_line(error)}; {left}", file=sys.stderr, flush=True)
     return failed
