@@ -34,8 +34,7 @@ from .profiles import Profile, as_profile
 from .stopping import STOP_SIGNALS, WORKER_GRACE_SECONDS, Stopped
 from .storage import atomic_write, run_lock
 from .studies import RUN_ONLY_ARGS
-from .summaries import SUMMARIES, write_summaries
-from .sweep import CPU_WORKER_NICENESS, CPU_WORKER_THREADS, RUNS_PER_GPU, campaign_order, plan, time_left
+from .sweep import CPU_WORKER_NICENESS, CPU_WORKER_THREADS, RUNS_PER_GPU, campaign_order, finish, plan, time_left
 
 # Attempts after the first: a worker killed (out of memory, preempted), a node lost, or an error that may not recur
 # (a GPU out of memory beside other runs). A run that fails every time is reported after 1 + RETRIES attempts.
@@ -148,11 +147,7 @@ def _train_until_done(names: list[str], profile: Profile, task, shared: bool | N
         todo = campaign_order(plan(names, profile))
         print(f"sweep ({profile.name}): {len(todo)} run{'' if len(todo) == 1 else 's'} to train", flush=True)
         if not todo:
-            covered = [name for name, summary in SUMMARIES.items() if set(summary.studies) <= set(names)]
-            written = write_summaries(profile, covered, datasets=[], compute=True)
-            print(f"sweep done in {time.time() - started:.0f} s; {len(written)} of {len(covered)} summaries rewritten",
-                  flush=True)
-            return 0
+            return finish(names, profile, started)
         if attempted & set(todo):
             print("sweep: runs still missing after their attempt (see the errors above)", file=sys.stderr)
             return 1

@@ -114,6 +114,14 @@ def time_left(finished_seconds: float, done: int, left: int) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
+def finish(names: list[str], profile: Profile, started: float) -> int:
+    """Every run is stored: measure the evaluations the summaries need (TTA, ROAD), write the summaries; 0."""
+    covered = [name for name, summary in SUMMARIES.items() if set(summary.studies) <= set(names)]
+    written = write_summaries(profile, covered, datasets=[], compute=True)
+    print(f"sweep done in {time.time() - started:.0f} s; {len(written)} of {len(covered)} summaries rewritten", flush=True)
+    return 0
+
+
 def _init_worker(threads: int, niceness: int):
     init_worker()  # a stopped sweep stops its workers (utils.stopping)
     os.environ["TQDM_DISABLE"] = "1"  # one line per finished run instead of interleaved bars
@@ -142,12 +150,7 @@ def sweep(names: list[str], profile: Profile | str, workers: int, dry_run: bool 
             print("\n".join(f"  {run}" for run in todo))
             return 0
         if not todo:
-            # Every run is stored: measure the evaluations the summaries need (TTA, ROAD), write the summaries.
-            covered = [name for name, summary in SUMMARIES.items() if set(summary.studies) <= set(names)]
-            written = write_summaries(profile, covered, datasets=[], compute=True)
-            print(f"sweep done in {time.time() - started:.0f} s; {len(written)} of {len(covered)} summaries rewritten",
-                  flush=True)
-            return 0
+            return finish(names, profile, started)
         if attempted & set(todo):
             print("sweep: runs still missing after their attempt (see the errors above)", file=sys.stderr)
             return 1
