@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.sweep import campaign_order, main, plan, sweep
+from utils.sweep import CPU_WORKER_NICENESS, CPU_WORKER_THREADS, RUNS_PER_GPU, campaign_order, main, plan, sweep
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason="ray is not installed (pip install -r requirements.txt)")
@@ -28,6 +28,14 @@ def local_ray():
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     yield
     ray.shutdown()
+
+
+def ray_sweep(names: list[str], shared: bool | None = None) -> int:
+    """``python -m utils.sweep --backend ray --only <names>`` on this module's Ray instance."""
+    from utils.ray_sweep import ray_backend
+    with ray_backend(None, None, CPU_WORKER_THREADS, gpus_by_default=1 / RUNS_PER_GPU, niceness=CPU_WORKER_NICENESS,
+                     shared=shared) as backend:
+        return sweep(names, "smoke", 1, backend=backend)
 
 
 def _metrics(folder: Path) -> dict[str, tuple]:
@@ -53,16 +61,15 @@ def pool_metrics(tmp_path_factory):
 @needs_ray
 def test_the_ray_sweep_stores_the_local_pools_records_then_finds_nothing_to_do(tmp_path, monkeypatch, capsys,
                                                                                 local_ray, pool_metrics):
-    from utils.ray_sweep import ray_sweep
     monkeypatch.chdir(tmp_path)
-    assert ray_sweep(STUDY, "smoke") == 0
+    assert ray_sweep(STUDY) == 0
     assert _metrics(RUNS) == pool_metrics  # same names, same val and test metrics
     assert plan(STUDY, "smoke") == {}  # every record valid (checked against its predictions)
     out = capsys.readouterr().out
     assert "4 runs to train" in out and "[4/4] imbalance_" in out and "0 left" in out
     assert not list(RUNS.glob(".ray-probe-*")), "the driver left its probe file"
     written = {path.name: path.stat().st_mtime_ns for path in RUNS.iterdir() if path.is_file()}
-    assert ray_sweep(STUDY, "smoke") == 0  # a second sweep
+    assert ray_sweep(STUDY) == 0  # a second sweep
     assert "0 runs to train" in capsys.readouterr().out
     assert {path.name: path.stat().st_mtime_ns for path in RUNS.iterdir() if path.is_file()} == written
 
@@ -102,7 +109,7 @@ def _kill_when_training(run: str, lock: Path, killed: list, timeout: float = 150
 def test_a_worker_killed_mid_run_is_retried_and_the_runs_come_back_to_the_driver(tmp_path, monkeypatch, capsys,
                                                                                  local_ray, pool_metrics):
     import shutil
-    from utils.ray_sweep import node_folder, ray_sweep
+    from utils.ray_sweep import node_folder
     monkeypatch.chdir(tmp_path)
     node = node_folder(os.getcwd())  # where a node without the shared results folder trains
     shutil.rmtree(node, ignore_errors=True)
@@ -111,7 +118,7 @@ def test_a_worker_killed_mid_run_is_retried_and_the_runs_come_back_to_the_driver
     killer = threading.Thread(target=_kill_when_training, args=(first, node / RUNS / ".locks" / f"{first}.lock", killed))
     killer.start()
     try:
-        assert ray_sweep(STUDY, "smoke", shared=False) == 0
+        assert ray_sweep(STUDY, shared=False) == 0
     finally:
         killer.join()
         shutil.rmtree(node, ignore_errors=True)
@@ -124,13 +131,13 @@ def test_a_worker_killed_mid_run_is_retried_and_the_runs_come_back_to_the_driver
 @needs_ray
 def test_a_run_that_fails_every_attempt_is_named_with_its_error_and_the_others_are_stored(tmp_path, monkeypatch,
                                                                                          capsys, local_ray):
-    import utils.ray_sweep as ray_sweep_module
+    import utils.sweep
     monkeypatch.chdir(tmp_path)
     good_run, good = next(iter(plan(STUDY, "smoke").items()))
     bad = dict(good, tag="broken", model_kwargs={"no_such_argument": 1})  # build_model raises, on every attempt
     todo = {good_run: good, "broken-run": bad}
-    monkeypatch.setattr(ray_sweep_module, "plan", lambda names, profile: todo)
-    assert ray_sweep_module.ray_sweep(STUDY, "smoke") == 1
+    monkeypatch.setattr(utils.sweep, "plan", lambda names, profile: todo)
+    assert ray_sweep(STUDY) == 1
     err = capsys.readouterr().err
     failed = [line for line in err.splitlines() if "FAILED" in line]
     assert len(failed) == 1 and "FAILED broken-run: TypeError" in failed[0] and "no_such_argument" in failed[0], err
@@ -140,7 +147,6 @@ def test_a_run_that_fails_every_attempt_is_named_with_its_error_and_the_others_a
 @needs_ray
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the Ray workers in Linux /proc")
 def test_a_stopped_ray_sweep_cancels_its_tasks_and_writes_nothing_after(tmp_path, monkeypatch, capsys, local_ray):
-    from utils.ray_sweep import ray_sweep
     from utils.stopping import Stopped
     monkeypatch.chdir(tmp_path)
 
@@ -153,7 +159,7 @@ def test_a_stopped_ray_sweep_cancels_its_tasks_and_writes_nothing_after(tmp_path
     stopper.start()
     try:
         with pytest.raises(Stopped):
-            ray_sweep(STUDY, "smoke")
+            ray_sweep(STUDY)
     finally:
         stopper.join()
     written = {path.name: path.stat().st_mtime_ns for path in RUNS.glob("*.json")}

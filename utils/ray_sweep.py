@@ -1,10 +1,11 @@
 """`python -m utils.sweep --backend ray [--address auto|HOST:PORT] [--gpus-per-run F] [--cpus-per-run N]`: the
-sweep's plan trained as Ray tasks, on one machine or on a cluster of any number of GPUs and nodes.
+sweep's runs trained as Ray tasks, on one machine or on a cluster of any number of GPUs and nodes.
 
-The plan is the local pool's (``utils.sweep.plan``, headline runs first: ``campaign_order``), and so is the loop:
-train what is missing, plan again (a next stage once its first stage is stored), write the summaries when nothing
-is missing. Each missing run is one Ray task that asks for ``--cpus-per-run`` CPUs and ``--gpus-per-run`` GPUs
-(default 1/4 where the cluster has GPUs: four small runs share one GPU, as with the local pool).
+``utils.sweep`` plans and loops as it does for its local pool (the studies' declarations, headline runs first, a next
+stage once its first stage is stored, the summaries when nothing is missing); ``ray_backend`` trains each batch it
+plans, each missing run one Ray task that asks for ``--cpus-per-run`` CPUs and ``--gpus-per-run`` GPUs (default 1/4
+where the cluster has GPUs: four small runs share one GPU, as with the local pool). This module knows nothing of the
+plan: the sweep passes it runs (``run_training`` arguments by name) and prints a line as each comes back.
 
 Where results go: a task trains with ``run_training`` into the sweep's results folder when it sees that folder
 (a file system every node shares: the driver leaves a probe file there and the task looks for it), with its atomic
@@ -13,8 +14,7 @@ record, predictions and checkpoint; the driver writes them under the run's lock 
 checkpoint and predictions first, the record last. Either way a restarted sweep trains only what is missing.
 
 A task whose worker or node dies, or that raises, is retried ``RETRIES`` times (Ray's ``max_retries``), resuming
-from its last epoch where the results folder is shared; then it is reported by name with its error, and the other
-runs go on.
+from its last epoch where it can; then it comes back with its error, by name, and the other runs go on.
 """
 from __future__ import annotations
 
@@ -29,12 +29,12 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from typing import Callable, Iterator
+
 from .experiment import REPO_ROOT, git_commit, plan_run, reusable_record
-from .profiles import Profile, as_profile
 from .stopping import STOP_SIGNALS, WORKER_GRACE_SECONDS, Stopped
 from .storage import atomic_write, run_lock
 from .studies import RUN_ONLY_ARGS
-from .sweep import CPU_WORKER_NICENESS, CPU_WORKER_THREADS, RUNS_PER_GPU, campaign_order, finish, plan, time_left
 
 # Attempts after the first: a worker killed (out of memory, preempted), a node lost, or an error that may not recur
 # (a GPU out of memory beside other runs). A run that fails every time is reported after 1 + RETRIES attempts.
@@ -51,7 +51,7 @@ def node_folder(driver_cwd: str) -> Path:
     return Path(tempfile.gettempdir()) / "ray-sweep" / hashlib.sha256(driver_cwd.encode()).hexdigest()[:12]
 
 
-def train_run(kwargs: dict, driver_cwd: str, probe: str | None, threads: int) -> dict:
+def train_run(kwargs: dict, driver_cwd: str, probe: str | None, threads: int, niceness: int) -> dict:
     """One Ray task: ``run_training(**kwargs)`` where the driver's results folder is seen (``probe`` names a file
     the driver wrote there), else in ``node_folder`` with the run's files returned as bytes."""
     import torch
@@ -59,7 +59,7 @@ def train_run(kwargs: dict, driver_cwd: str, probe: str | None, threads: int) ->
     started = time.time()
     torch.set_num_threads(threads)
     if not torch.cuda.is_available():  # as the local pool's CPU workers: editing and tests beside a sweep stay usable
-        os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), CPU_WORKER_NICENESS))
+        os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), niceness))
     if probe is not None and Path(probe).is_file():
         os.chdir(driver_cwd)  # relative paths (results/, data/) as in the driver: the records are the local pool's
         record = run_training(**kwargs)
@@ -102,69 +102,34 @@ def connect(address: str | None) -> bool:
     return True
 
 
-def _cancel(pending: dict) -> int:
-    """Stop the pending tasks: a KeyboardInterrupt in each running one (its run unwinds: temporary file removed, lock
-    released, last epoch's state kept), then, after ``WORKER_GRACE_SECONDS``, its worker killed."""
+# What the sweep's loop gets: for a batch of runs (name -> ``run_training`` arguments), each run's (name, seconds,
+# error or None) as it finishes.
+Backend = Callable[[dict[str, dict]], Iterator[tuple[str, float, str | None]]]
+
+
+@contextmanager
+def ray_backend(address: str | None, gpus_per_run: float | None, cpus_per_run: int, *, gpus_by_default: float,
+                niceness: int, shared: bool | None = None) -> Iterator[Backend]:
+    """Within the block, a ``Backend`` that trains each run as a Ray task (``connect``: ``address``) with
+    ``cpus_per_run`` CPUs (and threads) and ``gpus_per_run`` GPUs (None: ``gpus_by_default`` where the cluster has
+    GPUs, else 0), at ``niceness`` on a CPU. ``shared=None`` finds out whether each task sees the results folder;
+    False makes every task return its files (what a node without the shared folder does)."""
     import ray
-    for ref in pending:
-        ray.cancel(ref)
-    _, stuck = ray.wait(list(pending), num_returns=len(pending), timeout=WORKER_GRACE_SECONDS)
-    for ref in stuck:
-        ray.cancel(ref, force=True)
-    return len(pending)
-
-
-def ray_sweep(names: list[str], profile: Profile | str, address: str | None = None, gpus_per_run: float | None = None,
-              cpus_per_run: int = CPU_WORKER_THREADS, shared: bool | None = None) -> int:
-    """Train everything ``plan`` lists as Ray tasks until nothing is left; 1 if a run failed. ``shared=None`` finds
-    out whether each task sees the results folder; False makes every task return its files (what a node without the
-    shared folder does)."""
-    try:
-        import ray
-    except ImportError:
-        print("sweep: --backend ray needs Ray: pip install 'ray>=2.9' (it is in requirements.txt)", file=sys.stderr)
-        return 2
-    profile = as_profile(profile)
     started_here = connect(address)
     try:
         resources = ray.cluster_resources()
-        gpus = gpus_per_run if gpus_per_run is not None else (1 / RUNS_PER_GPU if resources.get("GPU") else 0)
+        gpus = gpus_per_run if gpus_per_run is not None else (gpus_by_default if resources.get("GPU") else 0)
         env = {"PYTHONPATH": os.pathsep.join(filter(None, (str(REPO_ROOT), os.environ.get("PYTHONPATH")))),
                "GIT_COMMIT": git_commit(), "TQDM_DISABLE": "1"}
         task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus, max_retries=RETRIES, retry_exceptions=True,
                           runtime_env={"env_vars": env})(train_run)
         print(f"sweep: Ray with {resources.get('CPU', 0):g} CPUs and {resources.get('GPU', 0):g} GPUs; each run "
-              f"{cpus_per_run} CPU{'' if cpus_per_run == 1 else 's'}" + (f", {gpus:g} GPU" if gpus else ""), flush=True)
-        return _train_until_done(names, profile, task, shared, threads=cpus_per_run)
+              f"{cpus_per_run} CPU{'' if cpus_per_run == 1 else 's'}" + (f", {gpus:g} GPU" if gpus else "")
+              + f", {RETRIES} retries", flush=True)
+        yield lambda todo: _train_batch(todo, task, shared, cpus_per_run, niceness)
     finally:
         if started_here:
             ray.shutdown()
-
-
-def _train_until_done(names: list[str], profile: Profile, task, shared: bool | None, threads: int) -> int:
-    started, attempted = time.time(), set()
-    while True:
-        todo = campaign_order(plan(names, profile))
-        print(f"sweep ({profile.name}): {len(todo)} run{'' if len(todo) == 1 else 's'} to train", flush=True)
-        if not todo:
-            return finish(names, profile, started)
-        if attempted & set(todo):
-            print("sweep: runs still missing after their attempt (see the errors above)", file=sys.stderr)
-            return 1
-        attempted |= set(todo)
-        json_paths = {run: plan_run(**{k: v for k, v in kwargs.items() if k not in RUN_ONLY_ARGS}).json_path
-                      for run, kwargs in todo.items()}
-        probe = None
-        if shared is not False:  # a file only the nodes that share the results folder see
-            probe = next(iter(json_paths.values())).parent / f".ray-probe-{secrets.token_hex(8)}"
-            atomic_write(probe, lambda f: f.write(b"written by the sweep's driver; removed when it ends\n"))
-        try:
-            failed = _train_batch(todo, json_paths, task, str(probe.resolve()) if probe else None, threads)
-        finally:
-            if probe:
-                probe.unlink(missing_ok=True)
-        if failed:
-            return 1
 
 
 @contextmanager
@@ -180,30 +145,51 @@ def _stops_noted():
             signal.signal(signum, handler)
 
 
-def _train_batch(todo: dict, json_paths: dict, task, probe: str | None, threads: int) -> int:
-    """Submit every run of ``todo``, print one line as each finishes; the number that failed. SIGTERM or SIGINT
-    cancels the runs not finished and raises ``Stopped``."""
+def _cancel(pending: dict) -> int:
+    """Stop the pending tasks: a KeyboardInterrupt in each running one (its run unwinds: temporary file removed, lock
+    released, last epoch's state kept), then, after ``WORKER_GRACE_SECONDS``, its worker killed."""
     import ray
-    cwd, batch_started, failed, done = os.getcwd(), time.time(), 0, 0
-    pending = {task.options(name=run).remote(kwargs, cwd, probe, threads): run for run, kwargs in todo.items()}
-    with _stops_noted() as stops:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-            if stops:
-                stopped = _cancel(pending)
-                print(f"sweep: stopped by {signal.Signals(stops[0]).name}; {stopped} Ray task{'' if stopped == 1 else 's'} "
-                      f"cancelled, nothing more is written. The same command trains what is missing (a run cut short "
-                      f"resumes from its last epoch).", file=sys.stderr, flush=True)
-                raise Stopped(stops[0])
-            for ref in ready:
-                run, done = pending.pop(ref), done + 1
-                left = f"{len(todo) - done} left, about {time_left(time.time() - batch_started, done, len(todo) - done)}"
-                try:
-                    result = ray.get(ref)
-                    if result["files"] is not None:
-                        store_returned(json_paths[run], result["files"])
-                    print(f"[{done}/{len(todo)}] {run} {result['seconds']:.0f} s; {left}", flush=True)
-                except Exception as error:  # failed every attempt (1 + RETRIES): name it, finish the others
-                    failed += 1
-                    print(f"[{done}/{len(todo)}] FAILED {run}: {one_line(error)}; {left}", file=sys.stderr, flush=True)
-    return failed
+    for ref in pending:
+        ray.cancel(ref)
+    _, stuck = ray.wait(list(pending), num_returns=len(pending), timeout=WORKER_GRACE_SECONDS)
+    for ref in stuck:
+        ray.cancel(ref, force=True)
+    return len(pending)
+
+
+def _train_batch(todo: dict[str, dict], task, shared: bool | None, threads: int,
+                 niceness: int) -> Iterator[tuple[str, float, str | None]]:
+    """Submit every run of ``todo``; yield each one's (name, seconds, error or None) as it finishes. SIGTERM or
+    SIGINT cancels the runs not finished and raises ``Stopped``."""
+    import ray
+    json_paths = {run: plan_run(**{k: v for k, v in kwargs.items() if k not in RUN_ONLY_ARGS}).json_path
+                  for run, kwargs in todo.items()}
+    probe = None
+    if shared is not False:  # a file only the nodes that share the results folder see
+        probe = next(iter(json_paths.values())).parent.resolve() / f".ray-probe-{secrets.token_hex(8)}"
+        atomic_write(probe, lambda f: f.write(b"written by the sweep's driver; removed when it ends\n"))
+    try:
+        with _stops_noted() as stops:
+            pending = {task.options(name=run).remote(kwargs, os.getcwd(), probe and str(probe), threads, niceness): run
+                       for run, kwargs in todo.items()}
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                if stops:
+                    stopped = _cancel(pending)
+                    print(f"sweep: stopped by {signal.Signals(stops[0]).name}; {stopped} Ray task"
+                          f"{'' if stopped == 1 else 's'} cancelled, nothing more is written. The same command trains "
+                          f"what is missing (a run cut short resumes from its last epoch).", file=sys.stderr, flush=True)
+                    raise Stopped(stops[0])
+                for ref in ready:
+                    run = pending.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                        if result["files"] is not None:
+                            store_returned(json_paths[run], result["files"])
+                    except Exception as error:  # failed every attempt (1 + RETRIES), or could not be stored
+                        yield run, 0.0, one_line(error)
+                    else:
+                        yield run, result["seconds"], None
+    finally:
+        if probe:
+            probe.unlink(missing_ok=True)

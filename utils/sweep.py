@@ -11,6 +11,7 @@ than with one at a time; on a CPU, workers share the cores.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
@@ -114,14 +115,6 @@ def time_left(finished_seconds: float, done: int, left: int) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
-def finish(names: list[str], profile: Profile, started: float) -> int:
-    """Every run is stored: measure the evaluations the summaries need (TTA, ROAD), write the summaries; 0."""
-    covered = [name for name, summary in SUMMARIES.items() if set(summary.studies) <= set(names)]
-    written = write_summaries(profile, covered, datasets=[], compute=True)
-    print(f"sweep done in {time.time() - started:.0f} s; {len(written)} of {len(covered)} summaries rewritten", flush=True)
-    return 0
-
-
 def _init_worker(threads: int, niceness: int):
     init_worker()  # a stopped sweep stops its workers (utils.stopping)
     os.environ["TQDM_DISABLE"] = "1"  # one line per finished run instead of interleaved bars
@@ -136,8 +129,23 @@ def _train(kwargs: dict) -> tuple[str, float]:
     return record["run"], time.time() - started
 
 
-def sweep(names: list[str], profile: Profile | str, workers: int, dry_run: bool = False) -> int:
-    """Train everything ``plan`` lists, ``workers`` at a time, until nothing is left; 1 if a run failed."""
+def report(finished, total: int) -> int:
+    """One line per run as ``finished`` gives its (name, seconds, error or None), with the runs and time left, as the
+    local pool prints; the number that failed."""
+    started, failed = time.time(), 0
+    for done, (run, seconds, error) in enumerate(finished, 1):
+        left = f"{total - done} left, about {time_left(time.time() - started, done, total - done)}"
+        if error is None:
+            print(f"[{done}/{total}] {run} {seconds:.0f} s; {left}", flush=True)
+        else:
+            failed += 1
+            print(f"[{done}/{total}] FAILED {run}: {error}; {left}", file=sys.stderr, flush=True)
+    return failed
+
+
+def sweep(names: list[str], profile: Profile | str, workers: int, dry_run: bool = False, backend=None) -> int:
+    """Train everything ``plan`` lists, ``workers`` at a time (or each batch by ``backend``, e.g. on Ray:
+    ``utils.ray_sweep``), until nothing is left; 1 if a run failed."""
     profile = as_profile(profile)
     started, attempted = time.time(), set()
     threads = worker_threads(workers)
@@ -150,11 +158,20 @@ def sweep(names: list[str], profile: Profile | str, workers: int, dry_run: bool 
             print("\n".join(f"  {run}" for run in todo))
             return 0
         if not todo:
-            return finish(names, profile, started)
+            # Every run is stored: measure the evaluations the summaries need (TTA, ROAD), write the summaries.
+            covered = [name for name, summary in SUMMARIES.items() if set(summary.studies) <= set(names)]
+            written = write_summaries(profile, covered, datasets=[], compute=True)
+            print(f"sweep done in {time.time() - started:.0f} s; {len(written)} of {len(covered)} summaries rewritten",
+                  flush=True)
+            return 0
         if attempted & set(todo):
             print("sweep: runs still missing after their attempt (see the errors above)", file=sys.stderr)
             return 1
         attempted |= set(todo)
+        if backend is not None:
+            if report(backend(todo), len(todo)):
+                return 1
+            continue
         failed, batch_started = 0, time.time()
         print(f"sweep: {workers} worker{'' if workers == 1 else 's'}, {threads} thread{'' if threads == 1 else 's'} each"
               + (f", niceness {niceness}" if niceness else ""), flush=True)
@@ -198,11 +215,14 @@ def main(argv=None):
         parser.error(f"{', '.join(ray_only)} go{'es' if len(ray_only) == 1 else ''} with --backend ray")
     if args.backend == "ray" and args.workers:
         parser.error("--workers goes with --backend local; Ray fills the cluster by --cpus-per-run and --gpus-per-run")
+    if args.backend == "ray" and importlib.util.find_spec("ray") is None:
+        parser.error("--backend ray needs Ray: pip install 'ray>=2.9' (it is in requirements.txt)")
     try:
-        if args.backend == "ray" and not args.dry_run:  # the same plan, so a dry run needs no Ray
-            from .ray_sweep import ray_sweep
-            sys.exit(ray_sweep(args.only, get_profile(args.profile), args.address, args.gpus_per_run,
-                               args.cpus_per_run or CPU_WORKER_THREADS))
+        if args.backend == "ray" and not args.dry_run:  # the same plan and loop, each run a Ray task
+            from .ray_sweep import ray_backend
+            with ray_backend(args.address, args.gpus_per_run, args.cpus_per_run or CPU_WORKER_THREADS,
+                             gpus_by_default=1 / RUNS_PER_GPU, niceness=CPU_WORKER_NICENESS) as backend:
+                sys.exit(sweep(args.only, get_profile(args.profile), 1, backend=backend))
         sys.exit(sweep(args.only, get_profile(args.profile), args.workers or default_workers(), args.dry_run))
     except Stopped as stop:  # SIGTERM or SIGINT: the workers are stopped already
         sys.exit(stop.exit_code)
