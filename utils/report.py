@@ -62,9 +62,13 @@ def cpu_threads_markdown(results: Path = Path("results")) -> str:
     bench = json.loads(path.read_text())
     alone, busy = bench["ms_per_step_alone"], bench["ms_per_step_beside_a_busy_core"]
     first = next(iter(alone))
+    load = bench.get("load_average_1min")
+    beside = (f"1-minute load average {load['before']:.1f} before and {load['after']:.1f} after" if load else
+              "the machine's load was not recorded (it ran beside other work, which the two-thread numbers suffer from "
+              "most)")
     lines = [f"Measured by `python -m utils.bench --cpu-threads` on {bench['device']} at {bench['git_commit'][:7]} "
              f"(torch {bench['torch_version']}), batch {bench['batch_size']}, {bench['timed_steps']} timed steps each, "
-             "every setting in the same run:", "",
+             f"every setting in the same run; {beside}:", "",
              "| model | ms/step, 1 thread, alone | ms/step, 2 threads, alone | ms/step beside a busy core, 1 thread "
              "| ms/step beside a busy core, 2 threads |", "|---|---|---|---|---|"]
     for model, times in alone.items():
