@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import REPO
 from utils.profiles import get_profile
-from utils.studies import MissingRuns, stored_study, STUDIES
+from utils.studies import STUDIES, missing_message, stored_runs
 from utils.summaries import SUMMARIES, outputs, study_summary
 
 SMOKE = get_profile("smoke")
@@ -153,10 +153,11 @@ def test_the_pcam_summary_picks_on_validation_auc_keeps_tta_by_validation_and_gi
                                                          "more training patches"}
 
 
-def test_stored_study_names_the_missing_runs_and_the_command_that_trains_them(tmp_path, monkeypatch):
+def test_stored_runs_name_the_missing_runs_and_the_command_that_trains_them(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(MissingRuns, match="python -m utils.sweep --profile smoke --only baselines"):
-        stored_study(STUDIES["baselines"], SMOKE)
+    records, missing = stored_runs(STUDIES["baselines"], SMOKE)
+    assert records == [] and len(missing) == 5
+    assert "python -m utils.sweep --profile smoke --only baselines" in missing_message(STUDIES["baselines"], SMOKE, missing)
 
 
 def test_make_summaries_reproduces_the_committed_summaries_from_the_committed_runs(monkeypatch):

@@ -84,10 +84,6 @@ def stored_record(planned: PlannedRun, profile: Profile) -> tuple[str, dict | No
         return run.name, None  # missing, or not to be trusted: run_training moves a bad record aside and trains
 
 
-class MissingRuns(RuntimeError):
-    """A study's records were asked for without training, and some are not stored."""
-
-
 def sweep_command(study: Study, profile: Profile) -> str:
     return f"python -m utils.sweep --profile {profile.name} --only {study.name}"
 
@@ -109,16 +105,6 @@ def stored_runs(study: Study, profile: Profile | str) -> tuple[list[dict], list[
         return [record for _, record in found]
 
     return [r for r in walk_stages(study, profile, read) if r is not None], missing
-
-
-def stored_study(study: Study, profile: Profile | str) -> list[dict]:
-    """Every run of ``study`` under ``profile`` as ``run_study`` returns them, read from the stored records
-    only; ``MissingRuns`` names the runs that are not stored and the command that trains them."""
-    profile = as_profile(profile)
-    records, missing = stored_runs(study, profile)
-    if missing:
-        raise MissingRuns(missing_message(study, profile, missing))
-    return records
 
 
 def _slug(label: str) -> str:

@@ -21,7 +21,7 @@ from typing import Callable
 from .experiment import InvalidRunRecord, check_run_records
 from .profiles import PROFILE_NAMES, Profile, as_profile, get_profile, output_dir
 from .storage import write_text
-from .studies import (DEEP_EFFICIENTNET_TARGET, LARGE_BATCH_LABELS, PCAM_TARGETS, STUDIES, MissingRuns,
+from .studies import (DEEP_EFFICIENTNET_TARGET, LARGE_BATCH_LABELS, PCAM_TARGETS, STUDIES,
                       imbalance_summary, recipe_search_winner, run_study, stored_runs, summarize, sweep_command,
                       trains_here)
 
@@ -328,7 +328,7 @@ def main(argv=None):
             check_run_records(runs)  # an edited record stops us, named
         for i, profile in enumerate(profiles):
             texts.update(outputs(profile, args.only, [] if args.only or i else None))
-    except (MissingRuns, FileNotFoundError, InvalidRunRecord) as error:
+    except (FileNotFoundError, InvalidRunRecord) as error:
         sys.exit(f"summaries: {error}")
     if args.check:
         differ = stale(texts)
