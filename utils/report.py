@@ -565,7 +565,7 @@ def headline_section(results: Path) -> Section:
         return {"HeadlineModels": "0"}, t
     best = max(rows, key=lambda r: r["val_acc_mean"])
     runs = [run for name in ("baselines", "attention") for run in (read_summary(name, "full", results) or {}).get("runs", [])]
-    devices = sorted({device_label(_run(results, run)["device"]) for run in runs if _run(results, run)})
+    devices = sorted({device_label(record["device"]) for record in map(lambda run: _run(results, run), runs) if record})
     m = {"HeadlineModels": str(len(rows)), "HeadlineRuns": str(len(runs)), "HeadlineDevices": tex_escape(", ".join(devices)),
          "HeadlineBest": tex_escape(best["name"]), "HeadlineBestTestAcc": pct(best["test_acc_mean"])}
     ours = next((r for r in rows if r["name"] == "DeepEfficientNet"), None)
