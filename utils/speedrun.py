@@ -1,0 +1,361 @@
+"""BloodMNIST in about five minutes on two CPU cores: ``python -m utils.speedrun [--seeds N] [--threads T]``.
+
+airbench's lessons, on a CPU: the images stay one uint8 tensor in memory and are augmented a batch at a time
+(``DeviceLoader``); nothing is validated between epochs (the last epoch is the model); the matrix units train in
+bfloat16 where the CPU has them; a short cosine schedule with label smoothing; the 8 flips and 90-degree turns
+averaged at test time. The recipe (``SPEEDRUN``) is the entry of ``CANDIDATES`` that ``choose`` takes from the
+stored search (``results/speedrun/candidates.json``, made by ``--search``): the best validation accuracy among those
+that finished within ``SEARCH_LIMIT_SECONDS``. The test split is scored once per seed, for that recipe only.
+
+Every run's clock starts before the data is read and stops after the last test prediction (TTA included); the
+record holds the phases beside the total. ``--versus-standard`` times the speedrun and the standard 50-epoch SimpleCNN
+recipe (``utils.recipes``, the full profile) one after the other in one process, so the speed-up is a ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from .data import DEFAULT_DATA_ROOT
+from .experiment import config_hash, count_flops, device_name, git_commit, prepare_data
+from .metrics import classification_metrics
+from .models import build_model, count_parameters
+from .profiles import PROFILES, Profile, as_profile, get_profile
+from .recipes import train_config
+from .storage import save_npz, write_json
+from .training import (NonFiniteLossError, TrainConfig, build_stepper, fit, predict_proba, resolve_amp, seed_everything,
+                       train_loader)
+
+DATASET = "bloodmnist"
+OUT = Path("results/speedrun")
+# Five minutes less a tenth: a search entry must leave room for scoring the test split and for a slower start.
+TIME_LIMIT_SECONDS = 300
+SEARCH_LIMIT_SECONDS = 270
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One speedrun recipe: the project's recipe (``TrainConfig``'s defaults: AdamW, cosine with a 1-epoch warmup,
+    lr 2e-3, weight decay 0.05, label smoothing 0.1, flips and 90-degree turns, batch 128) with these changes."""
+    epochs: int
+    model: str = "simple_cnn"
+    width: int = 32
+    precision: str = "bf16"      # the training step's: bf16 (autocast) | fp32. Scoring is always float32.
+    ema_decay: float = 0.0
+    tta: bool = True
+
+    @property
+    def label(self) -> str:
+        parts = [f"{self.model} w{self.width}", f"{self.epochs} epochs", self.precision]
+        if self.ema_decay:
+            parts.append(f"EMA {self.ema_decay}")
+        return ", ".join(parts) + (", TTA" if self.tta else "")
+
+    def train_config(self, seed: int, profile: Profile) -> TrainConfig:
+        epochs = profile.epochs or self.epochs  # the smoke profile's 1 epoch
+        return dataclasses.replace(TrainConfig(), epochs=epochs, seed=seed, ema_decay=self.ema_decay,
+                                   amp="bf16" if self.precision == "bf16" else "off",
+                                   batch_size=profile.batch_size or TrainConfig.batch_size)
+
+    def trained_as(self) -> "Candidate":
+        """The same training (TTA is only how it is scored)."""
+        return dataclasses.replace(self, tta=False)
+
+
+# What the search tried, each scored on validation with and without TTA (one training, two entries).
+CANDIDATES = (
+    Candidate(epochs=20, precision="fp32"),
+    Candidate(epochs=20),
+    Candidate(epochs=30),
+    Candidate(epochs=40),
+    Candidate(epochs=50),
+    Candidate(epochs=50, ema_decay=0.999),
+    Candidate(epochs=25, width=48),
+)
+SPEEDRUN = Candidate(epochs=50)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX-512 BF16 or AMX); elsewhere bf16 autocast is emulated."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def machine() -> dict:
+    """The CPU and how busy it was when the clock started (a timing beside other work says so)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "native_bf16": native_bf16(),
+            "load_average_1min": os.getloadavg()[0], "device": device_name(torch.device("cpu")),
+            "torch_version": torch.__version__, "python": platform.python_version(), "git_commit": git_commit()}
+
+
+def run_name(candidate: Candidate, seed: int, profile: Profile) -> str:
+    identity = {"recipe": dataclasses.asdict(candidate), "config": candidate.train_config(seed, profile).to_dict(),
+                "limits": [profile.train_limit, profile.val_limit, profile.test_limit]}
+    return f"speedrun-{DATASET}-{profile.name}-s{seed}-{config_hash(identity)}"
+
+
+def train_and_score(candidate: Candidate, seed: int, profile: Profile, data_root=DEFAULT_DATA_ROOT,
+                    splits: tuple[str, ...] = ("val", "test")) -> dict:
+    """Train ``candidate`` once and score ``splits`` (plain float32 passes, plus the 8-view TTA ones where the
+    candidate uses TTA). Returns probabilities, labels and the seconds of each phase; the clock covers all of it."""
+    started = time.perf_counter()
+    data = prepare_data(DATASET, profile, data_root, "cpu", seed)
+    loaded = time.perf_counter()
+    cfg = candidate.train_config(seed, profile)
+    seed_everything(seed)
+    model = build_model(candidate.model, data.num_classes, width=candidate.width).to(memory_format=torch.channels_last)
+    amp_dtype = resolve_amp(cfg.amp, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(seed)
+    loader = train_loader(data.splits["train"], cfg, generator, data.num_classes)
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+           if cfg.ema_decay else None)
+    stepper = build_stepper(model, loader, cfg, "eager", amp_dtype, ema=ema)
+    history = []
+    model.train()
+    for epoch in range(cfg.epochs):
+        stepper.run_epoch()
+        loss, acc, first_bad = stepper.read_epoch()
+        if first_bad >= 0:
+            raise NonFiniteLossError(f"speedrun seed {seed}: the training loss became non-finite at epoch {epoch + 1}, "
+                                     f"step {first_bad}; try --precision fp32")
+        history.append({"epoch": epoch + 1, "train_loss": loss, "train_acc": acc,
+                        "seconds": time.perf_counter() - loaded})
+    trained = time.perf_counter()
+    final = ema.module if ema is not None else model
+    probs = {split: predict_proba(final, data.splits[split].images).numpy() for split in splits}
+    plain_scored = time.perf_counter()
+    if candidate.tta:
+        probs.update({f"{split}_tta": predict_proba(final, data.splits[split].images, tta=True).numpy()
+                      for split in splits})
+    scored = time.perf_counter()
+    return {"probs": probs, "labels": {s: data.splits[s].labels.numpy() for s in splits},
+            "class_names": data.class_names, "history": history, "config": cfg, "model": final,
+            "image_size": data.image_size, "n": {k: len(v) for k, v in data.splits.items()},
+            "source": Path(data.source).name, "md5": data.md5,
+            "seconds": {"data": loaded - started, "train": trained - loaded, "score_plain": plain_scored - trained,
+                        "score_tta": scored - plain_scored, "wall": scored - started}}
+
+
+def accuracy(labels, probs) -> float:
+    return float((np.asarray(probs).argmax(1) == labels).mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# The search (validation only)
+
+
+def search(profile: Profile, out: Path = OUT, data_root=DEFAULT_DATA_ROOT, force: bool = False,
+           candidates=CANDIDATES, seed: int = 0) -> list[dict]:
+    """Train every candidate (seed ``seed``) and store its validation accuracy and seconds, with and without TTA,
+    in ``<out>/candidates.json``; entries already stored there (by name) are kept, so an interrupted search goes on
+    where it stopped."""
+    path = out / "candidates.json"
+    stored = {e["name"]: e for e in json.loads(path.read_text())["entries"]} if path.is_file() and not force else {}
+    for candidate in dict.fromkeys(c.trained_as() for c in candidates):
+        name = run_name(candidate, seed, profile)
+        if name in stored:
+            continue
+        scoring = dataclasses.replace(candidate, tta=True)
+        run = train_and_score(scoring, seed, profile, data_root, splits=("val",))
+        labels, probs, seconds = run["labels"]["val"], run["probs"], run["seconds"]
+        # Without TTA the clock stops after the plain pass.
+        plain_seconds = seconds["wall"] - seconds["score_tta"]
+        entry = {"name": name, "recipe": dataclasses.asdict(candidate), "seed": seed, "profile": profile.name,
+                 "val_acc": accuracy(labels, probs["val"]), "val_acc_tta": accuracy(labels, probs["val_tta"]),
+                 "seconds": plain_seconds, "seconds_tta": seconds["wall"], "phases": seconds,
+                 "machine": machine(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        stored[name] = entry
+        print(f"{candidate.label}: val {entry['val_acc']:.2%} (TTA {entry['val_acc_tta']:.2%}) "
+              f"in {plain_seconds:.0f} s (TTA {seconds['wall']:.0f} s)", flush=True)
+        write_json(path, {"limit_seconds": SEARCH_LIMIT_SECONDS, "entries": list(stored.values())})
+    return list(stored.values())
+
+
+def search_rows(entries: list[dict]) -> list[dict]:
+    """Each stored entry as two scored candidates (without and with TTA): the recipe, val accuracy, seconds."""
+    rows = []
+    for entry in entries:
+        for tta in (False, True):
+            recipe = Candidate(**dict(entry["recipe"], tta=tta))
+            rows.append({"candidate": recipe, "label": recipe.label,
+                         "val_acc": entry["val_acc_tta" if tta else "val_acc"],
+                         "seconds": entry["seconds_tta" if tta else "seconds"],
+                         "threads": entry["machine"]["threads"], "load": entry["machine"]["load_average_1min"]})
+    return rows
+
+
+def choose(entries: list[dict], limit_seconds: float = SEARCH_LIMIT_SECONDS) -> Candidate:
+    """The best validation accuracy among the scored candidates within ``limit_seconds`` (ties: the faster)."""
+    within = [row for row in search_rows(entries) if row["seconds"] <= limit_seconds]
+    if not within:
+        raise ValueError(f"no candidate finished within {limit_seconds} s")
+    return max(within, key=lambda row: (row["val_acc"], -row["seconds"]))["candidate"]
+
+
+def read_candidates(out: Path = OUT) -> list[dict]:
+    path = out / "candidates.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no stored search; python -m utils.speedrun --search --out {out} makes it "
+                                f"(about half an hour on two cores)")
+    return json.loads(path.read_text())["entries"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The speedrun
+
+
+def speedrun(seed: int, profile: Profile, out: Path, recipe: Candidate = SPEEDRUN, data_root=DEFAULT_DATA_ROOT,
+             force: bool = False) -> dict:
+    """Train ``recipe`` once, score val and test, and write ``<out>/<run>.json`` (+ ``.npz`` predictions)."""
+    name = run_name(recipe, seed, profile)
+    json_path = out / f"{name}.json"
+    if json_path.exists() and not force:
+        raise FileExistsError(f"{json_path} holds a speedrun already; give another --out, or --force to replace it")
+    info = machine()
+    run = train_and_score(recipe, seed, profile, data_root)
+    key = {split: f"{split}_tta" if recipe.tta else split for split in ("val", "test")}
+    metrics = {split: classification_metrics(run["labels"][split], run["probs"][key[split]], run["class_names"])
+               for split in ("val", "test")}
+    record = {
+        "run": name, "model": recipe.model, "dataset": DATASET, "profile": profile.name, "recipe": dataclasses.asdict(recipe),
+        "label": recipe.label, "config": run["config"].to_dict(), "model_kwargs": {"width": recipe.width}, "seed": seed,
+        "tta": recipe.tta, **info, "params": count_parameters(run["model"]),
+        "flops": count_flops(run["model"], run["image_size"]), "image_size": run["image_size"],
+        "class_names": run["class_names"],
+        "data": {"source": run["source"], "md5": run["md5"], "n": run["n"]},
+        "wall_seconds": run["seconds"]["wall"], "seconds": run["seconds"], "history": run["history"],
+        "val": metrics["val"], "test": metrics["test"],
+        "val_acc_plain": accuracy(run["labels"]["val"], run["probs"]["val"]),
+        "test_acc_plain": accuracy(run["labels"]["test"], run["probs"]["test"]),
+        "predictions": str(json_path.with_suffix(".npz")),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    save_npz(json_path.with_suffix(".npz"), **{f"{s}_probs": run["probs"][key[s]].astype(np.float32) for s in key},
+             **{f"{s}_labels": run["labels"][s] for s in key})
+    write_json(json_path, record)
+    return record
+
+
+def read_speedruns(out: Path = OUT, recipe: Candidate = SPEEDRUN, profile: Profile | str = "cpu") -> list[dict]:
+    """The stored records of ``recipe`` in ``out``, by seed."""
+    profile = as_profile(profile)
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("speedrun-*.json"))]
+    return sorted((r for r in records if r["run"] == run_name(recipe, r["seed"], profile)), key=lambda r: r["seed"])
+
+
+def versus_standard(profile: Profile, out: Path, data_root=DEFAULT_DATA_ROOT, seed: int = 0,
+                    force: bool = False) -> dict:
+    """The speedrun and the standard 50-epoch SimpleCNN recipe (the full profile's, per-epoch validation and its
+    best epoch included; float32 on a CPU), trained one after the other in this process at the same threads, each
+    timed from reading the data to its last test prediction."""
+    path = out / "versus_standard.json"
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists; give another --out, or --force to replace it")
+    info = machine()
+    fast = train_and_score(SPEEDRUN, seed, profile, data_root)
+    started = time.perf_counter()
+    data = prepare_data(DATASET, profile, data_root, "cpu", seed)
+    standard_profile = profile if profile.name == "smoke" else PROFILES["full"]
+    cfg = train_config("simple_cnn", DATASET, standard_profile, seed=seed)
+    torch.manual_seed(seed)
+    model = build_model("simple_cnn", data.num_classes)
+    result = fit(model, data, cfg, desc="standard recipe")
+    model.load_state_dict(result.best_state)
+    standard_probs = {s: predict_proba(model, data.splits[s].images).numpy() for s in ("val", "test")}
+    standard_seconds = time.perf_counter() - started
+    labels = fast["labels"]
+    key = "test_tta" if SPEEDRUN.tta else "test"
+    record = {
+        "speedrun": {"label": SPEEDRUN.label, "recipe": dataclasses.asdict(SPEEDRUN), "seconds": fast["seconds"]["wall"],
+                     "val_acc": accuracy(labels["val"], fast["probs"]["val_tta" if SPEEDRUN.tta else "val"]),
+                     "test_acc": accuracy(labels["test"], fast["probs"][key])},
+        "standard": {"label": f"simple_cnn, the {standard_profile.name} profile's recipe ({cfg.epochs} epochs, "
+                              f"{result.amp_dtype}, best epoch on validation)", "config": cfg.to_dict(),
+                     "seconds": standard_seconds, "best_epoch": result.best_epoch,
+                     "val_acc": accuracy(labels["val"], standard_probs["val"]),
+                     "test_acc": accuracy(labels["test"], standard_probs["test"])},
+        "seed": seed, "profile": profile.name, **info,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    record["speedup"] = record["standard"]["seconds"] / record["speedrun"]["seconds"]
+    write_json(path, record)
+    return record
+
+
+def mean_sd(values: list[float]) -> str:
+    return f"{statistics.mean(values):.2%}" + (f" ± {statistics.stdev(values):.2%}" if len(values) > 1 else "")
+
+
+def print_table(records: list[dict]) -> None:
+    print(f"{'seed':>4}  {'val':>7}  {'test':>7}  {'seconds':>7}")
+    for r in records:
+        print(f"{r['seed']:>4}  {r['val']['acc']:>7.2%}  {r['test']['acc']:>7.2%}  {r['wall_seconds']:>7.0f}")
+    if records:
+        seconds = [r["wall_seconds"] for r in records]
+        print(f"mean  {mean_sd([r['val']['acc'] for r in records])} val, {mean_sd([r['test']['acc'] for r in records])} "
+              f"test; {statistics.mean(seconds):.0f} s per seed (longest {max(seconds):.0f} s; limit {TIME_LIMIT_SECONDS} s)")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m utils.speedrun", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, one per core)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where the records go (default: a new build/speedrun/<time>/, so nothing is replaced)")
+    parser.add_argument("--search", action="store_true", help="train the candidates, validation only")
+    parser.add_argument("--versus-standard", action="store_true",
+                        help="time the speedrun and the standard 50-epoch SimpleCNN recipe side by side")
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default=None,
+                        help="the training step's (default: the recipe's; fp32 where the CPU has no bf16 hardware)")
+    parser.add_argument("--force", action="store_true", help="replace records already in --out")
+    parser.add_argument("--data-root", default=DEFAULT_DATA_ROOT)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    profile = get_profile()
+    if profile.name == "full":  # the speedrun has one budget; only the smoke profile (tests) cuts it
+        profile = PROFILES["cpu"]
+    out = args.out or Path("build/speedrun") / time.strftime("%Y%m%d-%H%M%S")
+    if args.search:
+        search(profile, out, args.data_root, args.force)
+        print(f"chosen on validation: {choose(read_candidates(out)).label}")
+        return
+    if args.versus_standard:
+        r = versus_standard(profile, out, args.data_root, force=args.force)
+        print(f"speedrun {r['speedrun']['seconds']:.0f} s (test {r['speedrun']['test_acc']:.2%}); standard recipe "
+              f"{r['standard']['seconds']:.0f} s (test {r['standard']['test_acc']:.2%}); {r['speedup']:.1f}x faster, "
+              f"{r['threads']} threads, load {r['load_average_1min']:.2f} -> {out / 'versus_standard.json'}")
+        return
+    recipe = dataclasses.replace(SPEEDRUN, precision=args.precision or SPEEDRUN.precision)
+    if recipe.precision == "bf16" and not native_bf16():
+        print("speedrun: this CPU has no bfloat16 hardware (AVX-512 BF16 or AMX), so bf16 steps are emulated and slow: "
+              "--precision fp32 trains the same recipe in float32", file=sys.stderr)
+    budget = f" (the {profile.name} profile: {profile.epochs} epoch)" if profile.epochs else ""
+    print(f"speedrun: {recipe.label}{budget}, {torch.get_num_threads()} threads -> {out}", flush=True)
+    records = []
+    for seed in range(args.seeds):
+        records.append(speedrun(seed, profile, out, recipe, args.data_root, args.force))
+        r = records[-1]
+        print(f"seed {seed}: val {r['val']['acc']:.2%}, test {r['test']['acc']:.2%}, {r['wall_seconds']:.0f} s", flush=True)
+    print_table(records)
+
+
+if __name__ == "__main__":
+    main()
