@@ -16,6 +16,7 @@ from pathlib import Path
 from .data import PCAM_TRAIN_PATCHES
 from .experiment import InvalidRunRecord, check_run_records, load_results
 from .plots import typeset
+from .speedrun import readme_markdown as speedrun_markdown
 from .storage import write_text
 from .studies import BASELINES, PREVIOUS_RECIPE
 from .summaries import read_summary, shown_summary
@@ -83,11 +84,11 @@ def cpu_threads_markdown(results: Path = Path("results")) -> str:
 
 
 def readme_blocks(folder: str | Path = "results/runs") -> dict[str, str]:
-    """The README's generated blocks, by marker name: every run's row, the seed projects' claims, and the CPU
-    sweep's thread measurements."""
+    """The README's generated blocks, by marker name: every run's row, the seed projects' claims, the CPU
+    sweep's thread measurements and the speedrun's seeds."""
     results = Path(folder).parent
     return {"results": results_table(folder), "claims": claims_markdown(results),
-            "cpu-threads": cpu_threads_markdown(results)}
+            "cpu-threads": cpu_threads_markdown(results), "speedrun": speedrun_markdown(results / "speedrun")}
 
 
 def update_readme(readme: Path = README, folder: str | Path = "results/runs") -> bool:
@@ -205,6 +206,9 @@ MACROS = (
     "DeployEnsembleECET", "DeployEnsembleAtNinety", "DeployEnsembleCoverage",
     "HeadlineModels", "HeadlineRuns", "HeadlineDevices", "HeadlineBest", "HeadlineBestTestAcc", "HeadlineAheadSentence", "RoadGradCAM", "RoadGradCAMpp", "RoadN",
     "RoadRandom", "RoadVerdict", "PcamBudget", "TopConfusions", "DeepEffSeedsPhrase", "GradcamRun", "GradcamBudget", "ZooBest", "ZooBestTestAcc",
+    "SpeedrunRecipe", "SpeedrunSeeds", "SpeedrunTestAcc", "SpeedrunSecondsMax", "SpeedrunMachine", "SpeedrunCandidates",
+    "SpeedrunLimit", "SpeedrunTargets", "SpeedrunSpeedup", "SpeedrunStandardSeconds", "SpeedrunSeconds",
+    "SpeedrunStandardTestAcc", "SpeedrunCommit",
 )
 
 
@@ -693,6 +697,33 @@ def deployment_section(results: Path) -> Section:
                                     align=r"lrrrrrr")}
 
 
+def speedrun_section(results: Path) -> Section:
+    """The speedrun (utils.speedrun): the candidates searched on validation and the chosen recipe's seeds on test,
+    with the side-by-side timing against the standard recipe."""
+    from statistics import mean, stdev
+    from .speedrun import SEARCH_LIMIT_SECONDS, SPEEDRUN, read_candidates, read_speedruns, search_rows, targets_sentence
+    folder = results / "speedrun"
+    records = read_speedruns(folder)
+    if not records:
+        return {}, {"speedrun": _table(["Candidate", "Val acc (\\%)", "Seconds"], [], "not measured yet")}
+    chosen = SPEEDRUN.label
+    rows = [[tex_escape(row["label"]) + (" (chosen)" if row["label"] == chosen else ""), pct(row["val_acc"]),
+             f"{row['seconds']:.0f}"] for row in sorted(search_rows(read_candidates(folder)), key=lambda r: r["seconds"])]
+    accs, seconds, first = [r["test"]["acc"] for r in records], [r["wall_seconds"] for r in records], records[0]
+    m = {"SpeedrunRecipe": tex_escape(chosen), "SpeedrunSeeds": str(len(records)),
+         "SpeedrunTestAcc": pm(mean(accs), stdev(accs) if len(accs) > 1 else 0.0, len(accs)),
+         "SpeedrunSeconds": f"{mean(seconds):.0f}", "SpeedrunSecondsMax": f"{max(seconds):.0f}",
+         "SpeedrunMachine": tex_escape(f"{first['cpu']}, {first['threads']} threads"),
+         "SpeedrunCandidates": str(len(rows)), "SpeedrunLimit": str(SEARCH_LIMIT_SECONDS),
+         "SpeedrunTargets": tex_escape(targets_sentence(records)), "SpeedrunCommit": first["git_commit"][:7]}
+    versus = _read(results, "speedrun/versus_standard.json")
+    if versus:
+        m.update(SpeedrunSpeedup=f"{versus['speedup']:.1f}", SpeedrunStandardSeconds=f"{versus['standard']['seconds']:.0f}",
+                 SpeedrunStandardTestAcc=pct(versus["standard"]["test_acc"]))
+    return m, {"speedrun": _table(["Candidate (seed 0)", "Val acc (\\%)", "Seconds"], rows, "not measured yet",
+                                  align="lrr")}
+
+
 def versions_section(results: Path) -> Section:
     runs = load_results(results / "runs")
     if not runs:
@@ -709,7 +740,7 @@ def published_section(results: Path) -> Section:
 # Every part of the report's numbers, in the order it prints them; each returns (macros, tables).
 SECTIONS = (data_section, recipe_evidence_section, headline_section, deep_efficientnet_section, gradcam_section, bench_section,
             baselines_section, attention_section, ablations_section, zoo_section, imbalance_section, pcam_section,
-            versions_section, published_section, claims_section, deployment_section)
+            versions_section, published_section, claims_section, deployment_section, speedrun_section)
 
 
 def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict[str, str]]:
