@@ -16,7 +16,7 @@ export PYTHONUNBUFFERED := 1
 
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: all test venv data train sweep summaries notebooks bench report offline-kit gpu-check
+.PHONY: all test venv data speedrun train sweep summaries notebooks bench report offline-kit gpu-check
 TEX_PACKAGES := latexmk texlive-latex-recommended texlive-fonts-recommended
 
 # The main job: every notebook executed in order, in place, in the resolved profile, then the
@@ -59,6 +59,11 @@ $(VENV)/.installed: requirements.txt
 # Find and verify the data (MD5 from medmnist.INFO); prints where it is.
 data: venv
 	$(PY) -m utils.data --dataset bloodmnist pcam
+
+# BloodMNIST in about five minutes on a CPU (utils/speedrun.py): SEEDS seeds (default 1) at THREADS threads (default
+# one per core), each timed from reading the data to its last test prediction; records in a new build/speedrun/<time>/.
+speedrun: venv data
+	$(PY) -m utils.speedrun $(if $(SEEDS),--seeds $(SEEDS)) $(if $(THREADS),--threads $(THREADS))
 
 # DeepEfficientNet alone in the resolved profile ($$PROFILE, else full on CUDA, cpu otherwise).
 train: venv data

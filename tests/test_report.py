@@ -17,7 +17,7 @@ def test_readme_table_comes_from_the_records(tmp_path):
     store_record(runs, "c", **dict(_record("c", 0.8), model_kwargs={"input_scale": 1.5}))
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{START}\nSTALE\n{END}\n{CLAIMS_START}\n{CLAIMS_END}\n"
-                      "<!-- cpu-threads:start -->\n<!-- cpu-threads:end -->\noutro\n")
+                      "<!-- cpu-threads:start -->\n<!-- cpu-threads:end -->\n<!-- speedrun:start -->\n<!-- speedrun:end -->\noutro\n")
     assert update_readme(readme, runs)
     text = readme.read_text()
     assert "STALE" not in text and text.startswith("intro") and text.endswith("outro\n")

@@ -208,7 +208,7 @@ MACROS = (
     "RoadRandom", "RoadVerdict", "PcamBudget", "TopConfusions", "DeepEffSeedsPhrase", "GradcamRun", "GradcamBudget", "ZooBest", "ZooBestTestAcc",
     "SpeedrunRecipe", "SpeedrunSeeds", "SpeedrunTestAcc", "SpeedrunSecondsMax", "SpeedrunMachine", "SpeedrunCandidates",
     "SpeedrunLimit", "SpeedrunTargets", "SpeedrunSpeedup", "SpeedrunStandardSeconds", "SpeedrunSeconds",
-    "SpeedrunStandardTestAcc", "SpeedrunCommit",
+    "SpeedrunStandardTestAcc", "SpeedrunCommit", "SpeedrunTrainings",
 )
 
 
@@ -714,7 +714,7 @@ def speedrun_section(results: Path) -> Section:
          "SpeedrunTestAcc": pm(mean(accs), stdev(accs) if len(accs) > 1 else 0.0, len(accs)),
          "SpeedrunSeconds": f"{mean(seconds):.0f}", "SpeedrunSecondsMax": f"{max(seconds):.0f}",
          "SpeedrunMachine": tex_escape(f"{first['cpu']}, {first['threads']} threads"),
-         "SpeedrunCandidates": str(len(rows)), "SpeedrunLimit": str(SEARCH_LIMIT_SECONDS),
+         "SpeedrunCandidates": str(len(rows)), "SpeedrunTrainings": str(len(read_candidates(folder))), "SpeedrunLimit": str(SEARCH_LIMIT_SECONDS),
          "SpeedrunTargets": tex_escape(targets_sentence(records)), "SpeedrunCommit": first["git_commit"][:7]}
     versus = _read(results, "speedrun/versus_standard.json")
     if versus:

@@ -336,8 +336,8 @@ def targets_sentence(records: list[dict]) -> str:
     mean = statistics.mean(r["test"]["acc"] for r in records)
     longest = max(r["wall_seconds"] for r in records)
     timed = longest <= TIME_LIMIT_SECONDS
-    verdict = ("meets the 97.5% aim" if mean >= 0.975 else "meets the 97.0% target but not the 97.5% aim"
-               if mean >= 0.970 else "misses the 97.0% target")
+    verdict = ("meets both the 97.0% target and the 97.5% aim" if mean >= 0.975 else
+               "meets the 97.0% target but not the 97.5% aim" if mean >= 0.970 else "misses the 97.0% target")
     return (f"Mean official test accuracy over {len(records)} seeds {mean:.2%}: it {verdict}; the longest seed took "
             f"{longest:.0f} s, {'within' if timed else 'over'} the {TIME_LIMIT_SECONDS} s limit.")
 
@@ -353,7 +353,8 @@ def readme_markdown(folder: Path = STORED) -> str:
     lines = [f"{SPEEDRUN.label}: measured by `python -m utils.speedrun --seeds {len(records)} --threads "
              f"{first['threads']}` at {first['git_commit'][:7]} on {first['cpu']} ({first['threads']} threads, "
              f"torch {first['torch_version']}, bfloat16 in hardware: {'yes' if first['native_bf16'] else 'no'}); "
-             f"1-minute load average at each start {loads}:", "",
+             f"1-minute load average at each start {loads} (the average trails by about a minute, so from the second "
+             f"seed on it counts the previous seed's own two threads; nothing else ran):", "",
              "| seed | wall time (s) | val acc | test acc | test macro-F1 | test AUC |", "|---|---|---|---|---|---|"]
     for r in records:
         lines.append(f"| {r['seed']} | {r['wall_seconds']:.0f} | {r['val']['acc']:.2%} | {r['test']['acc']:.2%} | "
@@ -365,7 +366,8 @@ def readme_markdown(folder: Path = STORED) -> str:
         v = json.loads(versus_path.read_text())
         lines.append(f"Side by side in one process (`python -m utils.speedrun --versus-standard`, {v['threads']} threads, "
                      f"seed {v['seed']}): the speedrun took {v['speedrun']['seconds']:.0f} s (test "
-                     f"{v['speedrun']['test_acc']:.2%}), the standard recipe ({v['standard']['label']}) "
+                     f"{v['speedrun']['test_acc']:.2%}), SimpleCNN with the standard recipe ({v['standard']['config']['epochs']} "
+                     f"epochs in float32, validated after every epoch, its best epoch kept) "
                      f"{v['standard']['seconds']:.0f} s (test {v['standard']['test_acc']:.2%}): **{v['speedup']:.1f}x** "
                      f"faster.")
     return "\n".join(lines)

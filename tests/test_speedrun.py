@@ -1,0 +1,102 @@
+import dataclasses
+import json
+import time
+
+import numpy as np
+import pytest
+
+import utils.speedrun as speedrun
+from utils.metrics import classification_metrics
+from utils.profiles import get_profile
+from utils.speedrun import SPEEDRUN, Candidate, choose, read_candidates, search
+
+
+def test_the_speedrun_end_to_end_in_the_smoke_profile(tmp_path, capsys):
+    speedrun.main(["--seeds", "2", "--out", str(tmp_path)])
+    records = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("speedrun-*.json"))]
+    assert [r["seed"] for r in records] == [0, 1]
+    for record in records:
+        assert record["profile"] == "smoke" and record["recipe"] == dataclasses.asdict(SPEEDRUN) and record["config"]["epochs"] == 1
+        assert record["git_commit"] and record["torch_version"] and record["threads"] >= 1 and record["cpu"]
+        # The record's metrics are those of the predictions stored beside it (TTA where the recipe uses it).
+        with np.load(tmp_path / f"{record['run']}.npz") as saved:
+            assert record["test"]["acc"] == classification_metrics(saved["test_labels"], saved["test_probs"])["acc"]
+            assert record["test"]["n"] == len(saved["test_labels"]) < 3421  # the smoke profile's stratified cut
+    out = capsys.readouterr().out
+    assert "mean" in out and "±" in out and "limit 300 s" in out
+
+
+def test_the_clock_covers_loading_the_data_and_tta(tmp_path, monkeypatch):
+    load, tta_pass = 0.4, 0.15
+    real_prepare, real_predict = speedrun.prepare_data, speedrun.predict_proba
+
+    def slow_prepare(*args, **kwargs):
+        time.sleep(load)
+        return real_prepare(*args, **kwargs)
+
+    def slow_predict(*args, tta=False, **kwargs):
+        time.sleep(tta_pass if tta else 0)
+        return real_predict(*args, tta=tta, **kwargs)
+
+    monkeypatch.setattr(speedrun, "prepare_data", slow_prepare)
+    monkeypatch.setattr(speedrun, "predict_proba", slow_predict)
+    record = speedrun.speedrun(0, get_profile("smoke"), tmp_path, dataclass_tta(True))
+    seconds = record["seconds"]
+    assert seconds["data"] >= load and seconds["score_tta"] >= 2 * tta_pass  # val and test
+    assert record["wall_seconds"] >= load + 2 * tta_pass + seconds["train"]
+    assert abs(record["wall_seconds"] - sum(v for k, v in seconds.items() if k != "wall")) < 0.05
+
+
+def dataclass_tta(tta: bool) -> Candidate:
+    return Candidate(epochs=1, tta=tta)
+
+
+def test_a_stored_speedrun_is_never_replaced_without_force(tmp_path):
+    profile = get_profile("smoke")
+    first = speedrun.speedrun(0, profile, tmp_path, dataclass_tta(False))
+    with pytest.raises(FileExistsError, match=f"{first['run']}.json.*--force"):
+        speedrun.speedrun(0, profile, tmp_path, dataclass_tta(False))
+    assert speedrun.speedrun(0, profile, tmp_path, dataclass_tta(False), force=True)["run"] == first["run"]
+
+
+def test_the_search_stores_each_candidate_once_and_resumes(tmp_path, monkeypatch):
+    profile = get_profile("smoke")
+    candidates = (Candidate(epochs=2), Candidate(epochs=2, tta=False), Candidate(epochs=3, precision="fp32"))
+    entries = search(profile, tmp_path, candidates=candidates)
+    assert len(entries) == 2  # the first two train the same way: TTA is only how a training is scored
+    for entry in entries:
+        assert entry["seconds"] < entry["seconds_tta"] and 0 <= entry["val_acc"] <= 1 and entry["machine"]["threads"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a stored candidate was trained again")
+    monkeypatch.setattr(speedrun, "train_and_score", no_training)
+    assert search(profile, tmp_path, candidates=candidates) == read_candidates(tmp_path)
+
+
+def entry(epochs: int, val_acc: float, val_acc_tta: float, seconds: float, seconds_tta: float) -> dict:
+    return {"recipe": dataclasses.asdict(Candidate(epochs=epochs, tta=False)), "val_acc": val_acc, "val_acc_tta": val_acc_tta,
+            "seconds": seconds, "seconds_tta": seconds_tta, "machine": {"threads": 2, "load_average_1min": 0.0}}
+
+
+def test_choose_takes_the_best_validation_accuracy_within_the_limit():
+    entries = [entry(20, 0.960, 0.965, 100, 110), entry(50, 0.980, 0.985, 250, 280), entry(40, 0.975, 0.978, 200, 220)]
+    assert choose(entries, limit_seconds=270) == Candidate(epochs=50, tta=False)  # its TTA entry is over the limit
+    assert choose(entries, limit_seconds=300) == Candidate(epochs=50, tta=True)
+    assert choose(entries, limit_seconds=230) == Candidate(epochs=40, tta=True)
+    tie = [entry(20, 0.97, 0.97, 100, 120), entry(30, 0.97, 0.97, 150, 170)]
+    assert choose(tie) == Candidate(epochs=20, tta=False)  # the faster of equals
+    with pytest.raises(ValueError, match="within 50"):
+        choose(entries, limit_seconds=50)
+
+
+def test_the_recipe_is_what_the_stored_search_chose():
+    assert choose(read_candidates()) == SPEEDRUN  # results/speedrun/candidates.json
+
+
+def test_versus_standard_times_both_recipes_in_one_process(tmp_path):
+    record = speedrun.versus_standard(get_profile("smoke"), tmp_path)
+    assert record["speedup"] == pytest.approx(record["standard"]["seconds"] / record["speedrun"]["seconds"])
+    assert record["standard"]["config"]["epochs"] == 1 and record["threads"] >= 1
+    assert json.loads((tmp_path / "versus_standard.json").read_text())["speedup"] == record["speedup"]
+    with pytest.raises(FileExistsError, match="--force"):
+        speedrun.versus_standard(get_profile("smoke"), tmp_path)
