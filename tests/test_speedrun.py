@@ -8,11 +8,11 @@ import pytest
 import utils.speedrun as speedrun
 from utils.metrics import classification_metrics
 from utils.profiles import get_profile
-from utils.speedrun import SPEEDRUN, Candidate, choose, read_candidates, search
+from utils.speedrun import SPEEDRUN, SPEEDRUN_FP32, Candidate, choose, read_candidates, search
 
 
 def test_the_speedrun_end_to_end_in_the_smoke_profile(tmp_path, capsys):
-    speedrun.main(["--seeds", "2", "--out", str(tmp_path)])
+    speedrun.main(["--seeds", "2", "--precision", "bf16", "--out", str(tmp_path)])
     records = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("speedrun-*.json"))]
     assert [r["seed"] for r in records] == [0, 1]
     for record in records:
@@ -89,8 +89,16 @@ def test_choose_takes_the_best_validation_accuracy_within_the_limit():
         choose(entries, limit_seconds=50)
 
 
-def test_the_recipe_is_what_the_stored_search_chose():
-    assert choose(read_candidates()) == SPEEDRUN  # results/speedrun/candidates.json
+def test_the_recipes_are_what_the_stored_search_chose():
+    entries = read_candidates()  # results/speedrun/candidates.json
+    assert choose(entries) == SPEEDRUN and choose(entries, precision="fp32") == SPEEDRUN_FP32
+
+
+def test_without_bf16_hardware_the_speedrun_trains_the_float32_recipe(tmp_path, monkeypatch):
+    monkeypatch.setattr(speedrun, "native_bf16", lambda: False)
+    speedrun.main(["--out", str(tmp_path)])
+    (record,) = [json.loads(p.read_text()) for p in tmp_path.glob("speedrun-*.json")]
+    assert record["recipe"] == dataclasses.asdict(SPEEDRUN_FP32) and record["config"]["amp"] == "off"
 
 
 def test_versus_standard_times_both_recipes_in_one_process(tmp_path):

@@ -208,7 +208,8 @@ MACROS = (
     "RoadRandom", "RoadVerdict", "PcamBudget", "TopConfusions", "DeepEffSeedsPhrase", "GradcamRun", "GradcamBudget", "ZooBest", "ZooBestTestAcc",
     "SpeedrunRecipe", "SpeedrunSeeds", "SpeedrunTestAcc", "SpeedrunSecondsMax", "SpeedrunMachine", "SpeedrunCandidates",
     "SpeedrunLimit", "SpeedrunTargets", "SpeedrunSpeedup", "SpeedrunStandardSeconds", "SpeedrunSeconds",
-    "SpeedrunStandardTestAcc", "SpeedrunCommit", "SpeedrunTrainings",
+    "SpeedrunStandardTestAcc", "SpeedrunCommit", "SpeedrunTrainings", "SpeedrunFpRecipe", "SpeedrunFpVal",
+    "SpeedrunFpSeconds",
 )
 
 
@@ -701,7 +702,7 @@ def speedrun_section(results: Path) -> Section:
     """The speedrun (utils.speedrun): the candidates searched on validation and the chosen recipe's seeds on test,
     with the side-by-side timing against the standard recipe."""
     from statistics import mean, stdev
-    from .speedrun import SEARCH_LIMIT_SECONDS, SPEEDRUN, read_candidates, read_speedruns, search_rows, targets_sentence
+    from .speedrun import SEARCH_LIMIT_SECONDS, SPEEDRUN, SPEEDRUN_FP32, read_candidates, read_speedruns, search_rows, targets_sentence
     folder = results / "speedrun"
     records = read_speedruns(folder)
     if not records:
@@ -716,6 +717,10 @@ def speedrun_section(results: Path) -> Section:
          "SpeedrunMachine": tex_escape(f"{first['cpu']}, {first['threads']} threads"),
          "SpeedrunCandidates": str(len(rows)), "SpeedrunTrainings": str(len(read_candidates(folder))), "SpeedrunLimit": str(SEARCH_LIMIT_SECONDS),
          "SpeedrunTargets": tex_escape(targets_sentence(records)), "SpeedrunCommit": first["git_commit"][:7]}
+    fp32 = next((row for row in search_rows(read_candidates(folder)) if row["candidate"] == SPEEDRUN_FP32), None)
+    if fp32:
+        m.update(SpeedrunFpRecipe=tex_escape(fp32["label"]), SpeedrunFpVal=pct(fp32["val_acc"]),
+                 SpeedrunFpSeconds=f"{fp32['seconds']:.0f}")
     versus = _read(results, "speedrun/versus_standard.json")
     if versus:
         m.update(SpeedrunSpeedup=f"{versus['speedup']:.1f}", SpeedrunStandardSeconds=f"{versus['standard']['seconds']:.0f}",
