@@ -870,16 +870,25 @@ def _and(names: list[str]) -> str:
 
 def our_bloodmnist_rows(results: Path) -> list[dict]:
     """This repository's BloodMNIST models as the report leads with them (the shown baselines summary: the full
-    budget where stored), each with its seed-mean test accuracy, the test size and how it was trained."""
+    budget where stored) and the speedrun (results/speedrun), each with its seed-mean test accuracy, the test size and
+    how it was trained."""
     baselines = shown_summary("baselines", results)
     if not baselines:
         return []
     n = next((r["test"]["n"] for r in (_run(results, run) for run in baselines["runs"]) if r), 3421)
     profile = baselines["provenance"]["profile"]
-    return [{"name": r["name"], "acc": r["test_acc_mean"], "auc": r["test_auc_mean"], "n": n, "seeds": r["seeds"],
+    rows = [{"name": r["name"], "acc": r["test_acc_mean"], "auc": r["test_auc_mean"], "n": n, "seeds": r["seeds"],
              "source": f"this work ({profile}, {r['epochs']} ep., " + (f"mean of {r['seeds']} seeds)" if r["seeds"] > 1
                                                                        else "1 seed)")}
             for r in baselines["rows"]]
+    from .speedrun import read_speedruns
+    if speedruns := read_speedruns(results / "speedrun"):
+        first, seeds = speedruns[0], len(speedruns)
+        rows.append({"name": "SimpleCNN speedrun", "n": first["test"]["n"], "seeds": seeds,
+                     "acc": sum(r["test"]["acc"] for r in speedruns) / seeds,
+                     "auc": sum(r["test"]["auc"] for r in speedruns) / seeds,
+                     "source": f"this work (speedrun, {first['config']['epochs']} ep., TTA, mean of {seeds} seeds)"})
+    return rows
 
 
 def published_verdict(results: Path) -> str:
