@@ -62,7 +62,8 @@ data: venv
 
 # BloodMNIST in about five minutes on a CPU (utils/speedrun.py): SEEDS seeds (default 1) at THREADS threads (default
 # one per core), each timed from reading the data to its last test prediction; records in a new build/speedrun/<time>/.
-speedrun: venv data
+speedrun: venv
+	$(PY) -m utils.data --dataset bloodmnist
 	$(PY) -m utils.speedrun $(if $(SEEDS),--seeds $(SEEDS)) $(if $(THREADS),--threads $(THREADS))
 
 # DeepEfficientNet alone in the resolved profile ($$PROFILE, else full on CUDA, cpu otherwise).

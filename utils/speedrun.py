@@ -86,7 +86,8 @@ CANDIDATES = (
     Candidate(epochs=25, width=48),
 )
 SPEEDRUN = Candidate(epochs=40)  # choose(read_candidates()): see results/speedrun/candidates.json
-# Where the CPU has no bfloat16 hardware, the same choice among the float32 candidates (bf16 emulated is slow).
+# Where the CPU has no bfloat16 hardware (emulated bf16 is slow): the one float32 training searched, and whether TTA
+# helps it, chosen on validation the same way.
 SPEEDRUN_FP32 = Candidate(epochs=20, precision="fp32")  # choose(read_candidates(), precision="fp32")
 
 
@@ -103,8 +104,9 @@ def machine() -> dict:
                    if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # not on Windows
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "native_bf16": native_bf16(),
-            "load_average_1min": os.getloadavg()[0], "device": device_name(torch.device("cpu")),
+            "load_average_1min": load, "device": device_name(torch.device("cpu")),
             "torch_version": torch.__version__, "python": platform.python_version(), "git_commit": git_commit()}
 
 
@@ -214,8 +216,10 @@ def choose(entries: list[dict], limit_seconds: float = SEARCH_LIMIT_SECONDS, pre
     return max(within, key=lambda row: (row["val_acc"], -row["seconds"]))["candidate"]
 
 
-def read_candidates(out: Path = STORED) -> list[dict]:
+def read_candidates(out: Path = STORED, missing_ok: bool = False) -> list[dict]:
     path = out / "candidates.json"
+    if missing_ok and not path.is_file():
+        return []
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no stored search; python -m utils.speedrun --search --out {out} makes it "
                                 f"(about half an hour on two cores)")
@@ -266,7 +270,7 @@ def read_speedruns(out: Path = STORED, recipe: Candidate = SPEEDRUN, profile: Pr
 
 
 def versus_standard(profile: Profile, out: Path, data_root=DEFAULT_DATA_ROOT, seed: int = 0,
-                    force: bool = False) -> dict:
+                    force: bool = False, recipe: Candidate = SPEEDRUN) -> dict:
     """The speedrun and the standard 50-epoch SimpleCNN recipe (the full profile's, per-epoch validation and its
     best epoch included; float32 on a CPU), trained one after the other in this process at the same threads, each
     timed from reading the data to its last test prediction."""
@@ -274,7 +278,7 @@ def versus_standard(profile: Profile, out: Path, data_root=DEFAULT_DATA_ROOT, se
     if path.exists() and not force:
         raise FileExistsError(f"{path} exists; give another --out, or --force to replace it")
     info = machine()
-    fast = train_and_score(SPEEDRUN, seed, profile, data_root)
+    fast = train_and_score(recipe, seed, profile, data_root)
     started = time.perf_counter()
     data = prepare_data(DATASET, profile, data_root, "cpu", seed)
     standard_profile = profile if profile.name == "smoke" else PROFILES["full"]
@@ -286,10 +290,10 @@ def versus_standard(profile: Profile, out: Path, data_root=DEFAULT_DATA_ROOT, se
     standard_probs = {s: predict_proba(model, data.splits[s].images).numpy() for s in ("val", "test")}
     standard_seconds = time.perf_counter() - started
     labels = fast["labels"]
-    key = "test_tta" if SPEEDRUN.tta else "test"
+    key = "test_tta" if recipe.tta else "test"
     record = {
-        "speedrun": {"label": SPEEDRUN.label, "recipe": dataclasses.asdict(SPEEDRUN), "seconds": fast["seconds"]["wall"],
-                     "val_acc": accuracy(labels["val"], fast["probs"]["val_tta" if SPEEDRUN.tta else "val"]),
+        "speedrun": {"label": recipe.label, "recipe": dataclasses.asdict(recipe), "seconds": fast["seconds"]["wall"],
+                     "val_acc": accuracy(labels["val"], fast["probs"]["val_tta" if recipe.tta else "val"]),
                      "test_acc": accuracy(labels["test"], fast["probs"][key])},
         "standard": {"label": f"simple_cnn, the {standard_profile.name} profile's recipe ({cfg.epochs} epochs, "
                               f"{result.amp_dtype}, best epoch on validation)", "config": cfg.to_dict(),
@@ -357,8 +361,8 @@ def readme_markdown(folder: Path = STORED) -> str:
     lines = [f"{SPEEDRUN.label}: measured by `python -m utils.speedrun --seeds {len(records)} --threads "
              f"{first['threads']}` at {first['git_commit'][:7]} on {first['cpu']} ({first['threads']} threads, "
              f"torch {first['torch_version']}, bfloat16 in hardware: {'yes' if first['native_bf16'] else 'no'}); "
-             f"1-minute load average at each start {loads} (the average trails by about a minute, so from the second "
-             f"seed on it counts the previous seed's own two threads; nothing else ran):", "",
+             f"1-minute load average at each start {loads} (it trails by about a minute, so from the second seed on "
+             f"it counts the previous seed's own threads):", "",
              "| seed | wall time (s) | val acc | test acc | test macro-F1 | test AUC |", "|---|---|---|---|---|---|"]
     for r in records:
         lines.append(f"| {r['seed']} | {r['wall_seconds']:.0f} | {r['val']['acc']:.2%} | {r['test']['acc']:.2%} | "
@@ -366,12 +370,16 @@ def readme_markdown(folder: Path = STORED) -> str:
     lines.append(f"| mean ± sd | {statistics.mean(r['wall_seconds'] for r in records):.0f} | "
                  f"{mean_sd([r['val']['acc'] for r in records])} | {mean_sd([r['test']['acc'] for r in records])} | | |")
     lines += ["", targets_sentence(records)]
-    fp32 = next((row for row in search_rows(read_candidates(folder)) if row["candidate"] == SPEEDRUN_FP32), None)
+    fp32 = next((row for row in search_rows(read_candidates(folder, missing_ok=True))
+                 if row["candidate"] == SPEEDRUN_FP32), None)
     if fp32:
+        fp32_records = read_speedruns(folder, SPEEDRUN_FP32)
+        tested = (f"over {len(fp32_records)} seeds test {mean_sd([r['test']['acc'] for r in fp32_records])}, longest "
+                  f"{max(r['wall_seconds'] for r in fp32_records):.0f} s" if fp32_records else
+                  "its test accuracy over seeds is not measured yet")
         lines.append(f"Where the CPU has no bfloat16 hardware, `--precision auto` (the default) trains {SPEEDRUN_FP32.label} "
-                     f"instead, the float32 candidate chosen the same way: val {fp32['val_acc']:.2%} in "
-                     f"{fp32['seconds']:.0f} s on this machine (seed 0 of the search); its test accuracy over seeds is "
-                     f"not measured yet.")
+                     f"instead, the float32 training searched (with TTA chosen on validation): val {fp32['val_acc']:.2%} "
+                     f"in {fp32['seconds']:.0f} s on this machine (seed 0 of the search); {tested}.")
     if versus_path.is_file():
         v = json.loads(versus_path.read_text())
         lines.append(f"Side by side in one process (`python -m utils.speedrun --versus-standard`, {v['threads']} threads, "
@@ -420,14 +428,14 @@ def main(argv=None) -> None:
         search(profile, out, args.data_root, args.force)
         print(f"chosen on validation: {choose(read_candidates(out)).label}")
         return
-    if args.versus_standard:
-        r = versus_standard(profile, out, args.data_root, force=args.force)
-        print(f"speedrun {r['speedrun']['seconds']:.0f} s (test {r['speedrun']['test_acc']:.2%}); standard recipe "
-              f"{r['standard']['seconds']:.0f} s (test {r['standard']['test_acc']:.2%}); {r['speedup']:.1f}x faster, "
-              f"{r['threads']} threads, load {r['load_average_1min']:.2f} -> {out / 'versus_standard.json'}")
-        return
     precision = args.precision if args.precision != "auto" else "bf16" if native_bf16() else "fp32"
     recipe = SPEEDRUN if precision == "bf16" else SPEEDRUN_FP32
+    if args.versus_standard:
+        r = versus_standard(profile, out, args.data_root, force=args.force, recipe=recipe)
+        print(f"speedrun {r['speedrun']['seconds']:.0f} s (test {r['speedrun']['test_acc']:.2%}); standard recipe "
+              f"{r['standard']['seconds']:.0f} s (test {r['standard']['test_acc']:.2%}); {r['speedup']:.1f}x faster, "
+              f"{r['threads']} threads, load {r['load_average_1min']} -> {out / 'versus_standard.json'}")
+        return
     if precision == "bf16" and not native_bf16():
         print("speedrun: this CPU has no bfloat16 hardware (AVX-512 BF16 or AMX), so bf16 steps are emulated and slow",
               file=sys.stderr)

@@ -94,8 +94,8 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """auto: bf16 on CUDA when supported, else fp16; fp32 on CPU, which measured faster there
-    than CPU bf16 autocast for these small convnets (see README)."""
+    """auto: bf16 on CUDA when supported, else fp16; fp32 on CPU, so a run's numbers do not depend on whether its CPU
+    has bfloat16 hardware (where it has, bf16 is faster: see README, Precision)."""
     if amp == "off":
         return None
     if amp == "bf16":
