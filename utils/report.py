@@ -709,23 +709,22 @@ def speedrun_section(results: Path) -> Section:
     if not records:
         return {}, {"speedrun": _table(["Candidate", "Val acc (\\%)", "Seconds"], [], "not measured yet")}
     chosen = SPEEDRUN.label
+    entries = read_candidates(folder, missing_ok=True)
+    scored = {row["candidate"]: row for row in search_rows(entries)}
     rows = [[tex_escape(row["label"]) + (" (chosen)" if row["label"] == chosen else ""), pct(row["val_acc"]),
-             f"{row['seconds']:.0f}"] for row in sorted(search_rows(read_candidates(folder, missing_ok=True)),
-                                                        key=lambda r: r["seconds"])]
+             f"{row['seconds']:.0f}"] for row in sorted(scored.values(), key=lambda r: r["seconds"])]
     accs, seconds, first = [r["test"]["acc"] for r in records], [r["wall_seconds"] for r in records], records[0]
     m = {"SpeedrunRecipe": tex_escape(chosen), "SpeedrunSeeds": str(len(records)),
          "SpeedrunTestAcc": pm(mean(accs), stdev(accs) if len(accs) > 1 else 0.0, len(accs)),
          "SpeedrunSeconds": f"{mean(seconds):.0f}", "SpeedrunSecondsMax": f"{max(seconds):.0f}",
          "SpeedrunMachine": tex_escape(f"{first['cpu']}, {first['threads']} threads"),
-         "SpeedrunCandidates": str(len(rows)), "SpeedrunTrainings": str(len(read_candidates(folder, missing_ok=True))), "SpeedrunLimit": str(SEARCH_LIMIT_SECONDS),
+         "SpeedrunCandidates": str(len(rows)), "SpeedrunTrainings": str(len(entries)), "SpeedrunLimit": str(SEARCH_LIMIT_SECONDS),
          "SpeedrunTargets": tex_escape(targets_sentence(records)), "SpeedrunCommit": first["git_commit"][:7]}
-    fp32 = next((row for row in search_rows(read_candidates(folder, missing_ok=True))
-                 if row["candidate"] == SPEEDRUN_FP32), None)
+    fp32 = scored.get(SPEEDRUN_FP32)
     if fp32:
         m.update(SpeedrunFpRecipe=tex_escape(fp32["label"]), SpeedrunFpVal=pct(fp32["val_acc"]),
                  SpeedrunFpSeconds=f"{fp32['seconds']:.0f}")
-        same_in_bf16 = next((row for row in search_rows(read_candidates(folder)) if row["candidate"] ==
-                             dataclasses.replace(SPEEDRUN_FP32, precision="bf16")), None)
+        same_in_bf16 = scored.get(dataclasses.replace(SPEEDRUN_FP32, precision="bf16"))
         if same_in_bf16:
             m["SpeedrunFpBfRatio"] = f"{fp32['seconds'] / same_in_bf16['seconds']:.1f}"
     versus = _read(results, "speedrun/versus_standard.json")
