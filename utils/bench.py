@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.transforms import v2
 
 from .data import DEFAULT_DATA_ROOT, load_dataset
-from .experiment import count_flops, device_name, git_commit, peak_memory
+from .experiment import count_flops, cpu_model, device_name, git_commit, peak_memory
 from .models import MODEL_NAMES, build_model, count_parameters
 from .profiles import default_device, get_profile
 from .recipes import train_config
@@ -383,7 +383,7 @@ def cpu_threads(data_root=DEFAULT_DATA_ROOT, steps: int = 6, models=CPU_THREAD_M
     pair = _side_by_side([(name, 1, steps, 0), (name, 1, steps, 0)], data_root)
     busy = {str(threads): _side_by_side([(name, threads, steps, 0), (name, 1, 4 * steps, 5)], data_root)[0]
             for threads in (1, 2)}
-    return {"device": device_name(torch.device("cpu")).split(",")[0] + f", {os.cpu_count()} cores)",
+    return {"device": f"cpu ({cpu_model()}, {os.cpu_count()} cores)",
             "torch_version": torch.__version__, "git_commit": git_commit(), "batch_size": batch, "timed_steps": steps,
             "ms_per_step_alone": quiet,
             "images_per_second": {"one process, 2 threads": 1000 * batch / quiet[name]["2"],

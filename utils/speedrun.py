@@ -29,7 +29,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .data import DEFAULT_DATA_ROOT
-from .experiment import REPO_ROOT, config_hash, count_flops, device_name, git_commit, prepare_data
+from .experiment import REPO_ROOT, config_hash, count_flops, cpu_model, device_name, git_commit, prepare_data
 from .metrics import classification_metrics
 from .models import build_model, count_parameters
 from .profiles import PROFILES, Profile, as_profile, get_profile, output_dir
@@ -98,14 +98,8 @@ def native_bf16() -> bool:
 
 def machine() -> dict:
     """The CPU and how busy it was when the clock started (a timing beside other work says so)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # not on Windows
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "native_bf16": native_bf16(),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(), "native_bf16": native_bf16(),
             "load_average_1min": load, "device": device_name(torch.device("cpu")),
             "torch_version": torch.__version__, "python": platform.python_version(), "git_commit": git_commit()}
 
