@@ -38,6 +38,24 @@ def test_the_readme_table_leads_with_the_full_budget(tmp_path):
     assert table.index("| long | full |") < table.index("| short | cpu |")  # full first, whatever the accuracy
 
 
+def test_each_run_in_the_readme_table_names_its_study_rows_and_runs_no_study_plans_stand_apart():
+    from utils.experiment import load_results
+    from utils.report import results_table, study_rows
+    from utils.studies import STUDIES, stored_runs
+    runs = REPO / "results" / "runs"
+    records = load_results(runs)
+    rows = study_rows(records)
+    for profile in ("cpu", "full"):  # read the other way: each study's stored records, found by its own plan
+        for study in STUDIES.values():
+            for record in stored_runs(study, profile)[0]:
+                assert f"{study.name}: {record['label']}" in rows[record["run"]]
+    table, _, history = results_table(runs).partition("Stored runs that no study plans any more")
+    assert table.count("\n| ") == len(rows) and history.count("\n| ") - 1 == len(records) - len(rows)
+    # The previous recipe's H100 runs are the full-budget ablation row, not the recipe.
+    assert all(line.endswith("| ablations: affine + colour augmentation |")
+               for line in table.splitlines() if "H100" in line)
+
+
 def test_missing_markers_are_reported(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("no markers")

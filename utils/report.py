@@ -31,13 +31,40 @@ CLAIMS_START, CLAIMS_END = "<!-- claims:start -->", "<!-- claims:end -->"
 PROFILE_ORDER = {"full": 0, "cpu": 1, "smoke": 2}
 
 
-def results_table(folder: str | Path = "results/runs") -> str:
-    """Markdown table of every run record: full-budget runs first, then by dataset, best test accuracy first.
-    ``train n`` is the number of training images, so a study run on a subset (cpu-profile ablations) reads as one."""
-    records = sorted(load_results(folder), key=lambda r: (PROFILE_ORDER.get(r["profile"], 3), r.get("dataset", ""),
-                                                           -r["test"]["acc"]))
-    lines = ["| dataset | run | profile | device | train n | epochs | params | test acc (95% CI) | test AUC | macro-F1 | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+def study_rows(records: list[dict]) -> dict[str, list[str]]:
+    """Run name -> "study: row label" of each study that plans the run in the profile it was trained under, as
+    ``utils.sweep`` plans it (a next stage once its first stage is among ``records``). A stored run no study plans
+    is history: a recipe or setting the studies have since changed."""
+    from .profiles import get_profile
+    from .studies import STUDIES, planned_name, walk_stages
+    by_name = {r["run"]: r for r in records}
+    rows: dict[str, list[str]] = {}
+    for profile_name in sorted({r["profile"] for r in records}):
+        try:
+            profile = get_profile(profile_name)
+        except (KeyError, ValueError):
+            continue
+        for study in STUDIES.values():
+            def read(runs, study=study):
+                found = []
+                for planned in runs:
+                    name = planned_name(planned, profile)
+                    record = by_name.get(name)
+                    if record is not None:
+                        row = f"{study.name}: {planned.label}"
+                        if row not in rows.setdefault(name, []):
+                            rows[name].append(row)
+                        record = dict(record, label=planned.label, **planned.fields)
+                    found.append(record)
+                return found
+            walk_stages(study, profile, read)
+    return rows
+
+
+def _markdown_rows(records: list[dict], rows: dict[str, list[str]] | None) -> list[str]:
+    """Markdown rows of ``records``; with ``rows``, a last column naming the study rows each run is."""
+    header = "| dataset | run | profile | device | train n | epochs | params | test acc (95% CI) | test AUC | macro-F1 | train s |"
+    lines = [header + (" study: row |" if rows is not None else ""), "|---" * (header.count("|") - 1 + (rows is not None)) + "|"]
     for r in records:
         low, high = r["test"].get("acc_ci95", (float("nan"), float("nan")))
         train_n = r.get("data", {}).get("n", {}).get("train")
@@ -46,9 +73,27 @@ def results_table(folder: str | Path = "results/runs") -> str:
         lines.append(f"| {r.get('dataset', '')} | {name} | {r['profile']} | {r['device']} | "
                      f"{'' if train_n is None else f'{train_n:,}'} | {r['epochs_run']} | "
                      f"{r['params'] / 1e6:.2f}M | {100 * r['test']['acc']:.2f}% ({100 * low:.1f}-{100 * high:.1f}) | "
-                     f"{r['test']['auc']:.4f} | {r['test']['macro_f1']:.4f} | {r['train_seconds']:.0f} |")
-    if not records:
-        lines.append("| (no runs yet) | | | | | | | | | | |")
+                     f"{r['test']['auc']:.4f} | {r['test']['macro_f1']:.4f} | {r['train_seconds']:.0f} |"
+                     + (f" {'; '.join(rows[r['run']])} |" if rows is not None else ""))
+    return lines
+
+
+def results_table(folder: str | Path = "results/runs") -> str:
+    """Markdown table of every run record a study plans: full-budget runs first, then by dataset, best test accuracy
+    first, each with the study rows it is; then, apart, the stored runs no study plans any more (earlier recipes).
+    ``train n`` is the number of training images, so a study run on a subset (cpu-profile ablations) reads as one."""
+    records = sorted(load_results(folder), key=lambda r: (PROFILE_ORDER.get(r["profile"], 3), r.get("dataset", ""),
+                                                           -r["test"]["acc"]))
+    rows = study_rows(records)
+    planned = [r for r in records if r["run"] in rows]
+    history = [r for r in records if r["run"] not in rows]
+    lines = _markdown_rows(planned, rows)
+    if not planned:
+        lines.append("| (no runs yet) | | | | | | | | | | | |")
+    if history:
+        lines += ["", f"Stored runs that no study plans any more ({len(history)}: trained with an earlier recipe or "
+                  "setting, kept as the record of what was measured; no table or figure reads them):", ""]
+        lines += _markdown_rows(history, None)
     return "\n".join(lines)
 
 

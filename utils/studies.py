@@ -74,10 +74,19 @@ def run_study(study: Study, profile: Profile | str) -> list[dict]:
 RUN_ONLY_ARGS = set(inspect.signature(run_training).parameters) - set(inspect.signature(plan_run).parameters)
 
 
+def planned_name(planned: PlannedRun, profile: Profile) -> str:
+    """The name of the run ``planned`` trains or reuses under ``profile``."""
+    return _plan(planned, profile).name
+
+
+def _plan(planned: PlannedRun, profile: Profile):
+    naming = {k: v for k, v in planned.arguments.items() if k not in RUN_ONLY_ARGS}
+    return plan_run(planned.model, planned.dataset, profile.name, planned.seed, **naming)
+
+
 def stored_record(planned: PlannedRun, profile: Profile) -> tuple[str, dict | None]:
     """The run's name, and its record with the study's label and fields if a valid one is stored."""
-    naming = {k: v for k, v in planned.arguments.items() if k not in RUN_ONLY_ARGS}
-    run = plan_run(planned.model, planned.dataset, profile.name, planned.seed, **naming)
+    run = _plan(planned, profile)
     try:
         return run.name, dict(check_run_record(run.json_path), label=planned.label, **planned.fields)
     except (FileNotFoundError, InvalidRunRecord):
