@@ -76,3 +76,17 @@ def test_temperature_scaling_recovers_a_known_temperature():
     assert t == pytest.approx(2.0, rel=0.1)
     assert expected_calibration_error(labels, apply_temperature(overconfident, t)) < \
         expected_calibration_error(labels, overconfident)
+
+
+def test_the_bootstrap_interval_of_a_seed_mean_resamples_the_same_images_for_every_seed():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 2000)
+    right, wrong = labels.copy(), (labels + 1) % 4
+    one = np.where(rng.random(2000) < 0.9, right, wrong)
+    assert bootstrap_accuracy_ci(labels, np.stack([one, one])) == bootstrap_accuracy_ci(labels, one)
+    # Two seeds wrong on disjoint images (90% and 80% right): the mean, 85%, sits inside the interval, and because
+    # each resample draws the same images for both, the interval is that of the per-image mean hit rate.
+    other = np.where(one == labels, np.where(rng.random(2000) < 0.8 / 0.9, right, wrong), right)
+    low, high = bootstrap_accuracy_ci(labels, np.stack([one, other]))
+    mean = ((one == labels).mean() + (other == labels).mean()) / 2
+    assert low < mean < high and high - low < 0.03

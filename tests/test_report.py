@@ -49,11 +49,19 @@ def test_each_run_in_the_readme_table_names_its_study_rows_and_runs_no_study_pla
         for study in STUDIES.values():
             for record in stored_runs(study, profile)[0]:
                 assert f"{study.name}: {record['label']}" in rows[record["run"]]
-    table, _, history = results_table(runs).partition("Stored runs that no study plans any more")
-    assert table.count("\n| ") == len(rows) and history.count("\n| ") - 1 == len(records) - len(rows)
+    text = results_table(runs)
+    table, _, history = text.partition("Stored runs that no study plans any more")
+    data_rows = lambda part: [line for line in part.splitlines() if line.startswith("| ") and
+                              not line.startswith("| dataset |")]
+    assert len(data_rows(table)) == len(rows) and len(data_rows(history)) == len(records) - len(rows)
     # The previous recipe's H100 runs are the full-budget ablation row, not the recipe.
     assert all(line.endswith("| ablations: affine + colour augmentation |")
                for line in table.splitlines() if "H100" in line)
+    # A shorter-budget run of a study row with full-budget runs is not shown among the approximations.
+    full_rows = {row for r in records if r["profile"] == "full" and r["run"] in rows for row in rows[r["run"]]}
+    approximations = text.partition("Shorter budgets, for the study rows")[2].partition("Shorter budgets, runs")[0]
+    assert not any(row in line for line in data_rows(approximations) for row in full_rows)
+    assert "`python -m utils.sweep --profile full --only" in text.splitlines()[0]
 
 
 def test_missing_markers_are_reported(tmp_path):

@@ -69,9 +69,9 @@ def _predictions(folder: Path, name: str, classes: int, rng, n: int = 40) -> str
     return str(path)
 
 
-@pytest.mark.parametrize("mean, met", [(0.981, True), (0.979, False)])
+@pytest.mark.parametrize("mean, met, aim_met", [(0.981, True, True), (0.975, True, False), (0.969, False, False)])
 def test_the_deep_efficientnet_summary_gives_seeds_calibration_tta_and_the_target_verdict(tmp_path, monkeypatch,
-                                                                                         mean, met):
+                                                                                         mean, met, aim_met):
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)
     runs = [record("DeepEfficientNet", metrics(0.97), metrics(mean + d), seed=s,
@@ -82,7 +82,13 @@ def test_the_deep_efficientnet_summary_gives_seeds_calibration_tta_and_the_targe
     summary = build("deep_efficientnet", {"deep_efficientnet": runs})
     assert summary["run"] == "DeepEfficientNet-s0" and summary["seeds"]["runs"] == ["DeepEfficientNet-s0", "DeepEfficientNet-s1"]
     assert summary["seeds"]["test_acc_mean"] == pytest.approx(mean) and summary["seeds"]["test_acc_std"] > 0
-    assert summary["target"] == {"test_acc_mean": 0.98, "met": met} and summary["chosen_on"] == "val"
+    assert summary["target"] == {"test_acc_mean": 0.97, "met": met, "aim": 0.98, "aim_met": aim_met}
+    assert summary["chosen_on"] == "val"
+    # The seed mean's bootstrap interval, from the runs' stored predictions, holds their mean accuracy.
+    stored = [np.load(r["predictions"]) for r in runs]
+    mean_of_predictions = np.mean([(p["test_probs"].argmax(1) == p["test_labels"]).mean() for p in stored])
+    low, high = summary["seeds"]["test_acc_mean_bootstrap_ci95"]
+    assert 0 <= low <= mean_of_predictions <= high <= 1
     assert summary["calibration"]["temperature"] > 0 and 0 <= summary["calibration"]["ece_after"] <= 1
     assert summary["tta"]["kept"] == [True, False] and summary["tta"]["chosen_on"] == "val"
     assert summary["tta"]["test_acc_mean_where_kept"] == pytest.approx((0.99 + mean - 0.001) / 2)
@@ -157,7 +163,9 @@ def test_stored_runs_name_the_missing_runs_and_the_command_that_trains_them(tmp_
     monkeypatch.chdir(tmp_path)
     records, missing = stored_runs(STUDIES["baselines"], SMOKE)
     assert records == [] and len(missing) == 5
-    assert "python -m utils.sweep --profile smoke --only baselines" in missing_message(STUDIES["baselines"], SMOKE, missing)
+    message = missing_message(STUDIES["baselines"], SMOKE, missing)
+    assert "python -m utils.sweep --profile smoke --only baselines" in message
+    assert all(name in message for name in missing)  # every one named, none left to "..."
 
 
 def test_make_summaries_reproduces_the_committed_summaries_from_the_committed_runs(monkeypatch):
@@ -183,7 +191,7 @@ def test_a_full_budget_summary_from_a_part_of_its_runs_names_the_rest_and_the_co
     assert [r["name"] for r in summary["rows"]] == ["SimpleCNN"] and summary["rows"][0]["seeds"] == 2
     assert summary["missing"] == {"baselines": {"runs": ["resnet18-s0", "resnet18-s1"],
                                                 "command": "python -m utils.sweep --profile full --only baselines"}}
-    assert "2 run(s) of baselines not stored yet" in summaries.missing_note(summary)
+    assert "2 run(s) of baselines not stored yet (resnet18-s0, resnet18-s1)" in summaries.missing_note(summary)
     assert summaries.build_summary("attention", "full", compute=False) is None  # nothing stored: nothing to show
 
 

@@ -42,13 +42,15 @@ def reliability_curve(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -
 
 def bootstrap_accuracy_ci(y_true: np.ndarray, y_pred: np.ndarray, n_resamples: int = 2000,
                           level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval for accuracy over test images."""
+    """Percentile bootstrap interval for accuracy over test images. ``y_pred`` of shape (runs, images), e.g. one
+    row per seed: the interval of the runs' mean accuracy, each resample drawing the same images for every run."""
     rng = np.random.default_rng(seed)
-    correct = y_true == y_pred
-    index = rng.integers(0, len(correct), size=(n_resamples, len(correct)))
+    correct = np.atleast_2d(y_true == y_pred)
+    n = correct.shape[1]
+    index = rng.integers(0, n, size=(n_resamples, n))
     # Hits counted on booleans (a third of the time of a float mean, which a record check repeats for every run
     # read): a sum of 0/1 values is exact, so count / n is the float mean to the last bit.
-    means = np.count_nonzero(correct[index], axis=1) / len(correct)
+    means = np.count_nonzero(correct[:, index], axis=2).mean(axis=0) / n
     alpha = (1 - level) / 2
     return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 

@@ -78,22 +78,63 @@ def _markdown_rows(records: list[dict], rows: dict[str, list[str]] | None) -> li
     return lines
 
 
+HEADLINE_STUDIES = ("deep_efficientnet", "baselines", "attention")
+
+
+def missing_full_budget(runs_folder: Path, studies: tuple[str, ...] = HEADLINE_STUDIES) -> dict[str, list[int]]:
+    """Model label -> seeds of the headline studies' full-budget runs with no record in ``runs_folder`` yet."""
+    from .profiles import get_profile
+    from .studies import STUDIES, planned_name
+    profile = get_profile("full")
+    missing: dict[str, list[int]] = {}
+    for study in studies:
+        for planned in STUDIES[study].runs(profile):
+            label = f"EfficientNet-B0 + {planned.label}" if study == "attention" else planned.label
+            if not (runs_folder / f"{planned_name(planned, profile)}.json").is_file():
+                missing.setdefault(label.replace("+ none", "(no attention)"), []).append(planned.seed)
+    return missing
+
+
+def missing_full_sentence(runs_folder: Path) -> str:
+    """Which headline full-budget runs are not stored yet, and the command that trains them (plain text)."""
+    missing = missing_full_budget(runs_folder)
+    if not missing:
+        return "Every full-budget run of the headline studies is stored."
+    runs = sum(map(len, missing.values()))
+    return (f"Not stored at the full budget yet ({runs} runs): "
+            + "; ".join(f"{label} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
+                        for label, seeds in missing.items())
+            + f". `python -m utils.sweep --profile full --only {' '.join(HEADLINE_STUDIES)}` trains them, one run per "
+              "core on a CPU; until then their studies show the cpu profile's approximations.")
+
+
 def results_table(folder: str | Path = "results/runs") -> str:
-    """Markdown table of every run record a study plans: full-budget runs first, then by dataset, best test accuracy
-    first, each with the study rows it is; then, apart, the stored runs no study plans any more (earlier recipes).
-    ``train n`` is the number of training images, so a study run on a subset (cpu-profile ablations) reads as one."""
+    """Markdown tables of the stored runs, best test accuracy first within each: the full budget's; the other
+    profiles' runs of study rows with no full-budget run yet (their approximations); the other profiles' runs whose
+    study rows all have full-budget runs (what those profiles' notebooks re-execute from); then the stored runs no
+    study plans any more (earlier recipes). Each planned run names the study rows it is. ``train n`` is the number of
+    training images, so a study run on a subset (cpu-profile ablations) reads as one."""
     records = sorted(load_results(folder), key=lambda r: (PROFILE_ORDER.get(r["profile"], 3), r.get("dataset", ""),
                                                            -r["test"]["acc"]))
     rows = study_rows(records)
-    planned = [r for r in records if r["run"] in rows]
+    full = [r for r in records if r["run"] in rows and r["profile"] == "full"]
+    covered = {row for r in full for row in rows[r["run"]]}
+    shorter = [r for r in records if r["run"] in rows and r["profile"] != "full"]
+    open_rows = {r["run"]: [row for row in rows[r["run"]] if row not in covered] for r in shorter}
+    approximations = [r for r in shorter if open_rows[r["run"]]]
+    superseded = [r for r in shorter if not open_rows[r["run"]]]
     history = [r for r in records if r["run"] not in rows]
-    lines = _markdown_rows(planned, rows)
-    if not planned:
-        lines.append("| (no runs yet) | | | | | | | | | | | |")
-    if history:
-        lines += ["", f"Stored runs that no study plans any more ({len(history)}: trained with an earlier recipe or "
-                  "setting, kept as the record of what was measured; no table or figure reads them):", ""]
-        lines += _markdown_rows(history, None)
+    lines = [missing_full_sentence(Path(folder)), "", f"**Full budget** ({len(full)} runs):", ""]
+    lines += _markdown_rows(full, rows) if full else ["(no full-budget run stored yet)"]
+    groups = ((approximations, open_rows, "Shorter budgets, for the study rows that have no full-budget run yet "
+               "(approximations: few epochs, differing by model; the last column names only those rows)"),
+              (superseded, rows, "Shorter budgets, runs whose study rows all have full-budget runs above (kept for "
+               "`make all` in those profiles, which re-executes the notebooks from them)"),
+              (history, None, "Stored runs that no study plans any more (trained with an earlier recipe or setting, "
+               "kept as the record of what was measured; no table or figure reads them)"))
+    for group, named, heading in groups:
+        if group:
+            lines += ["", f"{heading}, {len(group)} runs:", ""] + _markdown_rows(group, named)
     return "\n".join(lines)
 
 
@@ -245,6 +286,8 @@ MACROS = (
     "DeepEffTTATestAccMean", "DeepEffTTAValAcc", "DeepEffTTATestAcc", "RoadProfile", "BenchFloorFraction",
     "GpuBenchFloorFraction", "BaselineBudget", "AttentionBudget", "AblationBudget", "ZooBudget", "ImbalanceBudget",
     "AblationFullBudget", "AblationFullRows", "AblationFullAugmentDelta", "AblationFullAugmentSeeds",
+    "AblationFullRecipeSeeds", "HeadlineMissing", "ProbeResNetSentence", "PublishedResNetAcc", "PublishedBestAcc", "PublishedBestName", "DeepEffTargetPct", "DeepEffAimPct", "DeepEffAim", "DeepEffSeedsBootLow",
+    "DeepEffSeedsBootHigh", "DeepEffTestAccBootLow", "DeepEffTestAccBootHigh",
     "ProbeBasicVal", "PreviousRecipeVal", "ProbeValImages", "ProbeValN", "PreviousRecipeValLow",
     "PreviousRecipeValHigh", "ProbeDelta", "HeadlineTestSentence",
     "DeployRuns", "DeployOnnxAgree", "DeployOnnxMaxDiff", "DeployThreads", "DeployLoad", "DeployRobustDropLow",
@@ -316,7 +359,19 @@ def deep_efficientnet_section(results: Path) -> Section:
                  f"deviation {pct(seeds['test_acc_std'])} points)" if n_seeds > 1 else
                  "This build has one seed of this budget stored, so it gives no spread over seeds"),
              DeepEffTarget=("met" if main["target"]["met"] else "not met") if n_seeds >= 3 else
-             f"not yet decided: {n_seeds} of its 3 seeds stored, at {pct(seeds['test_acc_mean'])}\\%")
+             f"not yet decided: {n_seeds} of its 3 seeds stored, at {pct(seeds['test_acc_mean'])}\\%",
+             DeepEffTargetPct=pct(main["target"]["test_acc_mean"], 1),
+             DeepEffAimPct=pct(main["target"].get("aim", float("nan")), 1),
+             DeepEffAim=(("reached" if main["target"].get("aim_met") else "not reached") if n_seeds >= 3 else
+                         "not yet decided"))
+    if "test_acc_mean_bootstrap_ci95" in seeds:
+        low, high = seeds["test_acc_mean_bootstrap_ci95"]
+        m.update(DeepEffSeedsBootLow=pct(low), DeepEffSeedsBootHigh=pct(high))
+        if n_seeds >= 3 and main["target"]["met"] and low < main["target"]["test_acc_mean"]:
+            m["DeepEffTarget"] = (f"met by the mean, though the mean's bootstrap interval over the test images "
+                                  f"({pct(low)}--{pct(high)}\\%) reaches below it")
+    if "acc_ci95" in test:
+        m.update(DeepEffTestAccBootLow=pct(test["acc_ci95"][0]), DeepEffTestAccBootHigh=pct(test["acc_ci95"][1]))
     tta = main.get("tta")
     if tta:
         kept = sum(tta["kept"])
@@ -390,7 +445,7 @@ def baselines_section(results: Path) -> Section:
     baselines = shown_summary("baselines", results)
     if baselines:
         m.update(_best_on_validation(baselines, "Baseline"))
-        seconds = [r["train_seconds_mean"] for r in baselines["rows"]]
+        seconds = [record["train_seconds"] for record in (_run(results, run) for run in baselines["runs"]) if record]
         m.update(BaselineTrainMin=f"{min(seconds):,.0f}", BaselineTrainMax=f"{max(seconds):,.0f}")
     return m, t
 
@@ -416,10 +471,17 @@ def attention_section(results: Path) -> Section:
     return m, t
 
 
-def ablation_table(summary: dict | None) -> str:
+def ablation_table(summary: dict | None, devices: bool = False) -> str:
+    """The ablation rows on validation; with ``devices``, each row's devices (a row's train seconds are theirs)."""
     rows = [[r[0], r[4], r[8], r[7]] for r in _study_rows(summary, "recipe")]
-    return _table(["Change from the recipe", "Val acc (\\%)", "$\\Delta$ val (points)", "Train (s)"], rows,
-                  "notebook 05 not run yet", align=r">{\raggedright\arraybackslash}p{2.4in}rrr")
+    header = ["Change from the recipe", "Val acc (\\%)", "$\\Delta$ val (points)", "Train (s)"]
+    align = r">{\raggedright\arraybackslash}p{2.4in}rrr"
+    if devices and summary:
+        for row, r in zip(rows, summary["rows"]):
+            row.append("; ".join(f"{r['seeds']} $\\times$ {tex_escape(d)}" if len(r.get("devices", [])) == 1 else
+                                 tex_escape(d) for d in r.get("devices", [])))
+        header, align = header + ["Runs"], r">{\raggedright\arraybackslash}p{1.9in}rrrl"
+    return _table(header, rows, "notebook 05 not run yet", align=align)
 
 
 def ablations_section(results: Path) -> Section:
@@ -427,7 +489,7 @@ def ablations_section(results: Path) -> Section:
     profile's approximation of every row (``ablations``, its macros): the full budget has few rows yet."""
     full = read_summary("ablations", "full", results)
     ablations = read_summary("ablations", "cpu", results)
-    t = {"ablations": ablation_table(ablations), "ablations_full": ablation_table(full)}
+    t = {"ablations": ablation_table(ablations), "ablations_full": ablation_table(full, devices=True)}
     m = {}
     if full and len(full["rows"]) >= 2:
         recipe = next(r for r in full["rows"] if r["name"] == "recipe")
@@ -437,7 +499,7 @@ def ablations_section(results: Path) -> Section:
         previous = next((r for r in full["rows"] if r["name"] == PREVIOUS_RECIPE), None)
         if previous:
             m.update(AblationFullAugmentDelta=signed(100 * (previous["val_acc_mean"] - recipe["val_acc_mean"]), 2),
-                     AblationFullAugmentSeeds=str(previous["seeds"]))
+                     AblationFullAugmentSeeds=str(previous["seeds"]), AblationFullRecipeSeeds=str(recipe["seeds"]))
     if not ablations:
         return m, t
     rows = ablations["rows"]
@@ -477,7 +539,26 @@ def recipe_evidence_section(results: Path) -> Section:
     return {"ProbeBasicVal": pct(basic["val"]), "PreviousRecipeVal": pct(vals[0]),
             "ProbeValImages": str(round((basic["val"] - vals[0]) * n)), "ProbeValN": f"{n:,}",
             "PreviousRecipeValLow": pct(min(vals)), "PreviousRecipeValHigh": pct(max(vals)),
-            "ProbeDelta": pct(basic["val"] - vals[0])}, {}
+            "ProbeDelta": pct(basic["val"] - vals[0]),
+            "ProbeResNetSentence": probe_resnet_sentence(results, probe, basic)}, {}
+
+
+def probe_resnet_sentence(results: Path, probe: list[dict], deep: dict) -> str:
+    """ResNet-18 against DeepEfficientNet in the H100 recipe probe (seed 0, 50 epochs, the recipe's augmentation),
+    with parameters and FLOPs from a stored ResNet-18 record (they do not depend on the budget)."""
+    resnet = next((p for p in probe if p["model"] == "resnet18" and p["change"] == {"augment": "basic"}), None)
+    stored = load_results(results / "runs", model="resnet18", dataset="bloodmnist")
+    deep_stored = load_results(results / "runs", model="deep_efficientnet", dataset="bloodmnist")
+    if not resnet or not stored or not deep_stored:
+        return ""
+    size = lambda r: f"{r['params'] / 1e6:.2f}\\,M parameters and {r['flops'] / 1e6:.0f}\\,MFLOPs"
+    ahead = resnet["test"] > deep["test"]
+    return (f"The recipe probe on one H100 (seed 0, commit dff1171, Section~\\ref{{sec:method}}) trained ResNet-18 with "
+            f"this recipe for 50 epochs: validation {pct(resnet['val'])}\\% and test {pct(resnet['test'])}\\%, against "
+            f"{pct(deep['val'])}\\% and {pct(deep['test'])}\\% for DeepEfficientNet in the same probe, so ResNet-18 "
+            + ("stays ahead" if ahead else "does not stay ahead")
+            + f" ({signed(100 * (resnet['test'] - deep['test']))} test points) with {size(stored[0])}, against "
+            f"{size(deep_stored[0])}.")
 
 
 def zoo_section(results: Path) -> Section:
@@ -618,6 +699,8 @@ def headline_section(results: Path) -> Section:
     runs = [run for name in ("baselines", "attention") for run in (read_summary(name, "full", results) or {}).get("runs", [])]
     devices = sorted({device_label(record["device"]) for record in map(lambda run: _run(results, run), runs) if record})
     m = {"HeadlineModels": str(len(rows)), "HeadlineRuns": str(len(runs)), "HeadlineDevices": tex_escape(", ".join(devices)),
+         "HeadlineMissing": re.sub(r"`([^`]*)`", lambda c: "\\code{" + c.group(1).replace("--", "-{}-") + "}",
+                                   tex_escape(missing_full_sentence(results / "runs"))),
          "HeadlineBest": tex_escape(best["name"]), "HeadlineBestTestAcc": pct(best["test_acc_mean"])}
     ours = next((r for r in rows if r["name"] == "DeepEfficientNet"), None)
     if ours:
@@ -791,7 +874,14 @@ def versions_section(results: Path) -> Section:
 
 
 def published_section(results: Path) -> Section:
-    return {"PublishedVerdict": published_verdict(results)}, {"published": published_table(results)}
+    """The verdict and table beside the published results, and the MedMNIST v2 figures the related work cites: its
+    ResNet-18 at 28x28 and its best 28x28 baseline."""
+    at_28 = [(name, acc) for key, name, _, size, _, acc, _ in PUBLISHED if key == "bloodmnist" and size == 28]
+    best_name, best_acc = max(at_28, key=lambda p: p[1])
+    resnet = dict(at_28)["ResNet-18 (28)"]
+    return ({"PublishedVerdict": published_verdict(results), "PublishedResNetAcc": pct(resnet, 1),
+             "PublishedBestAcc": pct(best_acc, 1), "PublishedBestName": tex_escape(best_name)},
+            {"published": published_table(results)})
 
 
 # Every part of the report's numbers, in the order it prints them; each returns (macros, tables).

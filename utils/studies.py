@@ -98,8 +98,9 @@ def sweep_command(study: Study, profile: Profile) -> str:
 
 
 def missing_message(study: Study, profile: Profile, missing: list[str]) -> str:
+    """Every missing run by name, and the command that trains them."""
     return (f"{len(missing)} run(s) of the {study.name} study are not stored in the {profile.name} profile "
-            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): {sweep_command(study, profile)} trains them")
+            f"({', '.join(missing)}): {sweep_command(study, profile)} trains them")
 
 
 def stored_runs(study: Study, profile: Profile | str) -> tuple[list[dict], list[str]]:
@@ -128,8 +129,10 @@ def _kwargs(model_kwargs: dict | None) -> dict:
 DEEP_EFFICIENTNET = Study("deep_efficientnet", lambda profile: [
     PlannedRun("DeepEfficientNet", "deep_efficientnet", seed) for seed in profile.seeds])
 
-# The DeepEfficientNet issue's target: mean test accuracy over the full profile's seeds.
-DEEP_EFFICIENTNET_TARGET = 0.98
+# The full-budget issue's target for DeepEfficientNet, mean official test accuracy over the full profile's seeds,
+# and the accuracy it aims at beyond it.
+DEEP_EFFICIENTNET_TARGET = 0.97
+DEEP_EFFICIENTNET_AIM = 0.98
 
 # --- Baselines (notebook 02, and 08); names and tags match `utils.train`'s runs ----------------------------------
 BASELINES = {"SimpleCNN": ("simple_cnn", {}), "ResNet-18": ("resnet18", {}),
@@ -288,7 +291,7 @@ PCAM_SCALING_STUDY = Study("pcam_scaling", _pcam_scaling_runs)
 # --- The BloodMNIST recipe search (notebook 05): one change at a time from the recipe, screened on seed 0 on
 # validation, the winner confirmed over the profile's seeds. Short budgets do not predict the full one (the 4-epoch
 # ablations disagree with the 50-epoch runs of ../shared/gpu-runs/dff1171 on most levers), so the cpu profile has
-# no search (its budget is None); smoke runs it end to end; the full profile needs a GPU.
+# no search (its budget is None); smoke runs it end to end; the full profile runs it (a GPU makes it take hours, not days).
 def _epochs_times(factor: int) -> Callable[[Profile], dict]:
     return lambda profile: {"epochs": factor * train_config("deep_efficientnet", "bloodmnist", profile).epochs}
 
@@ -410,6 +413,7 @@ def summarize(records: list[dict], by: str = "label") -> list[dict]:
                 row[f"{split}_{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         row["train_seconds_mean"] = float(np.mean([r["train_seconds"] for r in rs]))
         row["epochs"] = rs[0].get("config", {}).get("epochs", "")
+        row["devices"] = sorted({r["device"] for r in rs if "device" in r})
         rows.append(row)
     return rows
 

@@ -45,8 +45,8 @@ class TrainConfig:
     drop_path: float | None = None    # stochastic depth; None = the model's default
     # none | basic | color | full. "basic" (flips and 90-degree turns) since 50-epoch validation chose it: on one
     # H100 at dff1171, DeepEfficientNet seed 0 reached val 98.01% with it against 96.26% with "full" (affine warp +
-    # colour jitter), 30 of 1,712 images, beyond the old recipe's seed spread of 95.44-96.26%
-    # (../shared/gpu-runs/dff1171/recipe_probe.jsonl); "full" is now an ablation row.
+    # colour jitter), 30 of 1,712 images, beyond the old recipe's seed spread of 95.44-96.26%, and ResNet-18 with
+    # "basic" reached val 98.36% (../shared/gpu-runs/dff1171/recipe_probe.jsonl); "full" is now an ablation row.
     augment: str = "basic"
     amp: str = "auto"                 # auto | bf16 | fp16 | off
     channels_last: bool = True
