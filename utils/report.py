@@ -63,7 +63,7 @@ def study_rows(records: list[dict]) -> dict[str, list[str]]:
 
 def _markdown_rows(records: list[dict], rows: dict[str, list[str]] | None) -> list[str]:
     """Markdown rows of ``records``; with ``rows``, a last column naming the study rows each run is."""
-    header = "| dataset | run | profile | device | train n | epochs | params | test acc (95% CI) | test AUC | macro-F1 | train s |"
+    header = "| dataset | run | profile | device | train n | epochs | params | test acc (95% bootstrap CI) | test AUC | macro-F1 | train s |"
     lines = [header + (" study: row |" if rows is not None else ""), "|---" * (header.count("|") - 1 + (rows is not None)) + "|"]
     for r in records:
         low, high = r["test"].get("acc_ci95", (float("nan"), float("nan")))
@@ -266,7 +266,7 @@ MACROS = (
     "AblationSeeds", "AblationTrainImages", "AblationWorst", "AblationWorstDelta", "AttentionBest",
     "AttentionBestDelta", "AttentionEpochs", "AttentionSeeds", "BaselineBest", "BaselineBestTestAcc",
     "BenchDevice", "BenchFiftyEpochs", "BenchImagesPerSecond", "BenchLatency", "BenchLoaderEpoch",
-    "BenchProjectEpoch", "BenchSpeedup", "BloodImbalance", "BloodLargestTrain", "BloodSmallestTrain",
+    "BenchProjectEpoch", "BenchSpeedup", "BenchSteps", "GpuBenchSteps", "BloodImbalance", "BloodLargestTrain", "BloodSmallestTrain",
     "BloodTest", "BloodTrain", "BloodVal", "CamLayer", "DeepEffBestEpoch", "DeepEffECEAfter",
     "DeepEffECEBefore", "DeepEffEpochs", "DeepEffMFlops", "DeepEffRank", "DeepEffSeedsSentence", "ZooRows",
     "AblationChanges", "AblationSEOffDelta", "AttentionSEDelta", "AttentionSeedNote", "BaselineTrainMin",
@@ -417,7 +417,7 @@ def bench_section(results: Path) -> Section:
                       f"{prefix}LoaderEpoch": f"{b['epoch_seconds']['standard_dataloader']:.1f}",
                       f"{prefix}FiftyEpochs": f"{b['train_seconds_50_epochs']:,.0f}",
                       f"{prefix}ImagesPerSecond": f"{b['inference_images_per_second']:,.0f}",
-                      f"{prefix}Latency": f"{b['latency_ms_batch1']:.1f}"})
+                      f"{prefix}Latency": f"{b['latency_ms_batch1']:.1f}", f"{prefix}Steps": str(b["timed_steps"])})
             if b.get("floor"):
                 m[f"{prefix}FloorFraction"] = f"{bench_floor(b)['fraction_reached']['eager']:.2f}"
     if bench:
