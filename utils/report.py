@@ -95,8 +95,12 @@ def missing_full_budget(runs_folder: Path, studies: tuple[str, ...] = HEADLINE_S
     return missing
 
 
-def missing_full_sentence(runs_folder: Path) -> str:
-    """Which headline full-budget runs are not stored yet, and the command that trains them (plain text)."""
+MISSING_FULL_COMMAND = f"python -m utils.sweep --profile full --only {' '.join(HEADLINE_STUDIES)}"
+
+
+def missing_full_sentence(runs_folder: Path, command: str | None = f"`{MISSING_FULL_COMMAND}`") -> str:
+    """Which headline full-budget runs are not stored yet, and that ``command`` trains them (plain text; without
+    ``command``, "the command below")."""
     missing = missing_full_budget(runs_folder)
     if not missing:
         return "Every full-budget run of the headline studies is stored."
@@ -104,8 +108,8 @@ def missing_full_sentence(runs_folder: Path) -> str:
     return (f"Not stored at the full budget yet ({runs} runs): "
             + "; ".join(f"{label} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
                         for label, seeds in missing.items())
-            + f". `python -m utils.sweep --profile full --only {' '.join(HEADLINE_STUDIES)}` trains them, one run per "
-              "core on a CPU; until then their studies show the cpu profile's approximations.")
+            + f". {command or 'The command below'} trains them, one run per core on a CPU; until then their studies "
+              "show the cpu profile's approximations.")
 
 
 def results_table(folder: str | Path = "results/runs") -> str:
@@ -278,7 +282,7 @@ MACROS = (
     "ImbalanceModel", "ImbalanceSeeds", "ImbalanceEpochs", "RoadSE", "PublishedVerdict",
     "PcamBest", "PcamBestAUC", "PcamBestAcc", "PcamBestAccTval", "PcamBestTval", "PcamDropped", "PcamEpochs",
     "PcamAccTarget", "PcamAUCTarget", "PcamTargetAcc", "PcamTargetAUC", "PcamScreenEpochs", "PcamScreenTrain",
-    "PcamGroups", "PcamLiteImageNetAUC", "PcamLiteScratchAUC", "PcamProfile", "PcamTest", "PcamTrain",
+    "PcamGroups", "PcamLiteImageNetAUC", "PcamLiteScratchAUC", "PcamLiteImageNetValAUC", "PcamLiteScratchValAUC", "PcamFullTrain", "DeployTrainedOn", "HeadlineMissingCommand", "PcamProfile", "PcamTest", "PcamTrain",
     "PcamTTAKept", "PcamTTAValDelta", "PcamInputValDelta", "PcamScalingTrainMin", "PcamScalingAUCPerTenfold",
     "PcamScalingAUCPatches", "PcamScalingAUCTimesPcam", "PcamScalingAccPatches", "PcamScalingAccTimesPcam",
     "PcamScalingEpochs", "PcamScalingVerdict",
@@ -286,7 +290,7 @@ MACROS = (
     "DeepEffTTATestAccMean", "DeepEffTTAValAcc", "DeepEffTTATestAcc", "RoadProfile", "BenchFloorFraction",
     "GpuBenchFloorFraction", "BaselineBudget", "AttentionBudget", "AblationBudget", "ZooBudget", "ImbalanceBudget",
     "AblationFullBudget", "AblationFullRows", "AblationFullAugmentDelta", "AblationFullAugmentSeeds",
-    "AblationFullRecipeSeeds", "HeadlineMissing", "ProbeResNetSentence", "PublishedResNetAcc", "PublishedBestAcc", "PublishedBestName", "DeepEffTargetPct", "DeepEffAimPct", "DeepEffAim", "DeepEffSeedsBootLow",
+    "AblationFullRecipeSeeds", "SpeedrunVersusThreads", "SpeedrunStandardStored", "HeadlineMissing", "ProbeResNetSentence", "PublishedResNetAcc", "PublishedBestAcc", "PublishedBestName", "DeepEffTargetPct", "DeepEffAimPct", "DeepEffAim", "DeepEffSeedsBootLow",
     "DeepEffSeedsBootHigh", "DeepEffTestAccBootLow", "DeepEffTestAccBootHigh",
     "ProbeBasicVal", "PreviousRecipeVal", "ProbeValImages", "ProbeValN", "PreviousRecipeValLow",
     "PreviousRecipeValHigh", "ProbeDelta", "HeadlineTestSentence",
@@ -311,9 +315,9 @@ def budget_note(summary: dict) -> str:
     """Where a study's numbers come from: its profile (the budget), its devices, and the runs it still lacks."""
     provenance = summary["provenance"]
     budget = ("full budget (50 epochs)" if provenance["profile"] == "full" else
-              f"{provenance['profile']} profile (short budgets: epochs per row)")
+              f"{provenance['profile']} profile (short budgets, set per model)")
     missing = sum(len(gap["runs"]) for gap in summary.get("missing", {}).values())
-    return tex_escape(f"{budget}; {provenance['runs']} run{'s' if provenance['runs'] != 1 else ''} on "
+    return tex_escape(f"{budget}; the study's {provenance['runs']} run{'s' if provenance['runs'] != 1 else ''} on "
                       f"{', '.join(device_label(d) for d in provenance['devices'])}"
                       + (f"; {missing} more run{'s' if missing != 1 else ''} of this study not trained yet" if missing else ""))
 
@@ -478,9 +482,9 @@ def ablation_table(summary: dict | None, devices: bool = False) -> str:
     align = r">{\raggedright\arraybackslash}p{2.4in}rrr"
     if devices and summary:
         for row, r in zip(rows, summary["rows"]):
-            row.append("; ".join(f"{r['seeds']} $\\times$ {tex_escape(d)}" if len(r.get("devices", [])) == 1 else
-                                 tex_escape(d) for d in r.get("devices", [])))
-        header, align = header + ["Runs"], r">{\raggedright\arraybackslash}p{1.9in}rrrl"
+            row.append("; ".join(f"{r['seeds']} $\\times$ {tex_escape(device_label(d))}" if len(r.get("devices", [])) == 1
+                                 else tex_escape(device_label(d)) for d in r.get("devices", [])))
+        header, align = header + ["Runs"], r">{\raggedright\arraybackslash}p{1.2in}rrrl"
     return _table(header, rows, "notebook 05 not run yet", align=align)
 
 
@@ -552,13 +556,15 @@ def probe_resnet_sentence(results: Path, probe: list[dict], deep: dict) -> str:
     if not resnet or not stored or not deep_stored:
         return ""
     size = lambda r: f"{r['params'] / 1e6:.2f}\\,M parameters and {r['flops'] / 1e6:.0f}\\,MFLOPs"
-    ahead = resnet["test"] > deep["test"]
+    ahead = resnet["val"] > deep["val"]
     return (f"The recipe probe on one H100 (seed 0, commit dff1171, Section~\\ref{{sec:method}}) trained ResNet-18 with "
             f"this recipe for 50 epochs: validation {pct(resnet['val'])}\\% and test {pct(resnet['test'])}\\%, against "
             f"{pct(deep['val'])}\\% and {pct(deep['test'])}\\% for DeepEfficientNet in the same probe, so ResNet-18 "
-            + ("stays ahead" if ahead else "does not stay ahead")
-            + f" ({signed(100 * (resnet['test'] - deep['test']))} test points) with {size(stored[0])}, against "
-            f"{size(deep_stored[0])}.")
+            + ("stays ahead" if ahead else "is not ahead")
+            + f" on validation ({signed(100 * (resnet['val'] - deep['val']))} points; test "
+            f"{signed(100 * (resnet['test'] - deep['test']))}) with {size(stored[0])}, against {size(deep_stored[0])}. "
+            "The probe stored a line of numbers per run, not a run record with predictions, and one seed on another "
+            "device, so it is not a row of Table~\\ref{tab:headline}.")
 
 
 def zoo_section(results: Path) -> Section:
@@ -625,10 +631,11 @@ def pcam_section(results: Path) -> Section:
                                      "not run yet")
         # Scratch and ImageNet weights are compared where both had the same budget: the screen.
         screen = {k: s for k, s in pcam["runs"].items() if pcam["stages"][k] == "screen"}
-        lite = {"Lite0 (ImageNet)": "PcamLiteImageNetAUC", "Lite0 (scratch)": "PcamLiteScratchAUC"}
+        lite = {"Lite0 (ImageNet)": "PcamLiteImageNet", "Lite0 (scratch)": "PcamLiteScratch"}
         for key, s in screen.items():
             if pcam["labels"][key] in lite:
-                m[lite[pcam["labels"][key]]] = f"{s['test_at_0.5']['auc']:.4f}"
+                m[lite[pcam["labels"][key]] + "AUC"] = f"{s['test_at_0.5']['auc']:.4f}"
+                m[lite[pcam["labels"][key]] + "ValAUC"] = f"{s['val_at_0.5']['auc']:.4f}"
         first = next(iter(screen.values()))
         m.update(PcamScreenTrain=f"{first['train_n']:,}", PcamScreenEpochs=str(first["epochs"]))
         final = runs[pcam["final"]]
@@ -644,7 +651,8 @@ def pcam_section(results: Path) -> Section:
             f"{'metastatic' if a['sensitivity'] > 0.5 else 'normal'} (sensitivity {a['sensitivity']:.3f}, specificity "
             f"{a['specificity']:.3f}), so only its AUC ({a['auc']:.4f}) says anything about it." for key, a in degenerate) \
             or "No run is degenerate at threshold 0.5 (all of one class predicted)."
-        m.update(PcamTrainPercent=f"{100 * final['train_n'] / PCAM_TRAIN_PATCHES:.1f}")
+        m.update(PcamTrainPercent=f"{100 * final['train_n'] / PCAM_TRAIN_PATCHES:.1f}",
+                 PcamFullTrain=f"{PCAM_TRAIN_PATCHES:,}")
         m.update(PcamTrainUsed=f"{final['train_n']:,}", PcamEpochs=str(final["epochs"]),
                  PcamTTAKept="kept" if pcam["tta"]["kept"] else "not kept")
         levers = {r["lever"]: r for r in pcam["levers"]}
@@ -699,8 +707,9 @@ def headline_section(results: Path) -> Section:
     runs = [run for name in ("baselines", "attention") for run in (read_summary(name, "full", results) or {}).get("runs", [])]
     devices = sorted({device_label(record["device"]) for record in map(lambda run: _run(results, run), runs) if record})
     m = {"HeadlineModels": str(len(rows)), "HeadlineRuns": str(len(runs)), "HeadlineDevices": tex_escape(", ".join(devices)),
-         "HeadlineMissing": re.sub(r"`([^`]*)`", lambda c: "\\code{" + c.group(1).replace("--", "-{}-") + "}",
-                                   tex_escape(missing_full_sentence(results / "runs"))),
+         "HeadlineMissing": tex_escape(missing_full_sentence(results / "runs", command=None)),
+         "HeadlineMissingCommand": (tex_escape(MISSING_FULL_COMMAND).replace("--", "-{}-")
+                                    if missing_full_budget(results / "runs") else ""),
          "HeadlineBest": tex_escape(best["name"]), "HeadlineBestTestAcc": pct(best["test_acc_mean"])}
     ours = next((r for r in rows if r["name"] == "DeepEfficientNet"), None)
     if ours:
@@ -716,7 +725,8 @@ def headline_section(results: Path) -> Section:
         m["HeadlineTestSentence"] = tex_escape(
             f"On the test split DeepEfficientNet ({pct(ours['test_acc_mean'])}%) is behind "
             + _and([f"{r['name']} ({pct(r['test_acc_mean'])}%)" for r in ahead_on_test])
-            + f", {len(ahead_on_test)} of the {len(rows) - 1} other full-budget models stored." if ahead_on_test else
+            + (": every other full-budget model stored." if len(ahead_on_test) == len(rows) - 1 else
+               f", {len(ahead_on_test)} of the {len(rows) - 1} other full-budget models stored.") if ahead_on_test else
             f"On the test split no other full-budget model stored is ahead of DeepEfficientNet "
             f"({pct(ours['test_acc_mean'])}%).")
     return m, t
@@ -803,6 +813,8 @@ def deployment_section(results: Path) -> Section:
     m = {"DeployRuns": str(len(onnx)), "DeployOnnxAgree": "every" if agree else "not every",
          "DeployOnnxMaxDiff": f"{max(c['check']['max_abs_prob_diff'] for c in onnx.values()):.1e}",
          "DeployThreads": str(next(iter(onnx.values()))["check"]["threads"]),
+         "DeployTrainedOn": tex_escape(", ".join(sorted({device_label(r["device"]) for r in
+                                                         (_run(results, run) for run in onnx) if r}))),
          "DeployLoad": f"{max(c['check']['load_average_1min'] for c in onnx.values()):.1f}"}
     if robust:
         drops = [r["relative_drop"] for r in robust.values()]
@@ -821,8 +833,10 @@ def deployment_section(results: Path) -> Section:
                  DeployEnsembleECE=f"{e['metrics']['test']['ece']:.3f}",
                  DeployEnsembleECET=f"{e['metrics_temperature']['test']['ece']:.3f}",
                  DeployEnsembleAtNinety=pct(at90["acc"]), DeployEnsembleCoverage=pct(at90["coverage"], 1))
-    header = ["Run", "Test acc (\\%)", "ONNX argmax agree", "max $|\\Delta p|$", "batch-1 ms (PyTorch / ORT)",
-              "Acc at 90\\% cov. (test cov.)", "MedMNIST-C acc (rel. drop)"]
+    # Two-line headers: on one line each, the table had to shrink to a third of the text size to fit.
+    header = ["Run", "\\shortstack{Test\\\\acc (\\%)}", "\\shortstack{ONNX argmax\\\\agree}", "max $|\\Delta p|$",
+              "\\shortstack{batch-1 ms\\\\(PyTorch / ORT)}", "\\shortstack{Acc at 90\\% cov.\\\\(test cov.)}",
+              "\\shortstack{MedMNIST-C acc\\\\(rel. drop)}"]
     return m, {"deployment": _table(header, rows, "no released checkpoint evaluated yet",
                                     align=r"lrrrrrr")}
 
@@ -859,7 +873,14 @@ def speedrun_section(results: Path) -> Section:
     if versus:
         m.update(SpeedrunSpeedup=f"{versus['speedup']:.1f}", SpeedrunStandardSeconds=f"{versus['standard']['seconds']:.0f}",
                  SpeedrunVersusSeconds=f"{versus['speedrun']['seconds']:.0f}",
-                 SpeedrunStandardTestAcc=pct(versus["standard"]["test_acc"]))
+                 SpeedrunStandardTestAcc=pct(versus["standard"]["test_acc"]), SpeedrunVersusThreads=str(versus["threads"]))
+        stored = [r for r in load_results(results / "runs", model="simple_cnn", dataset="bloodmnist", profile="full",
+                                          seed=versus["seed"]) if not r.get("tag")]
+        if stored:
+            m["SpeedrunStandardStored"] = tex_escape(
+                f"SimpleCNN seed {versus['seed']} was trained again for this timing; its stored full-budget run, "
+                f"on {device_label(stored[0]['device'])}, reached {pct(stored[0]['test']['acc'])}% test accuracy: a "
+                "different thread count sums in a different order, so the two trainings part ways.")
     return m, {"speedrun": _table(["Candidate (seed 0)", "Val acc (\\%)", "Seconds"], rows, "not measured yet",
                                   align="lrr")}
 
