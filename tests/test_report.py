@@ -133,7 +133,7 @@ def test_plots_draw_no_text_below_the_minimum_font():
     names = ["basophil", "eosinophil", "erythroblast", "immature granulocytes(myelocytes)", "lymphocyte",
              "monocyte", "neutrophil", "platelet"]
     rng = np.random.default_rng(0)
-    curve = {"confidence": [0.2, 0.5, 0.9], "accuracy": [0.3, 0.5, 0.8]}
+    curve = {"confidence": [0.2, 0.5, 0.9], "accuracy": [0.3, 0.5, 0.8], "count": [2, 10, 300]}
     y = rng.integers(0, 2, 50)
     figures = [
         plots.plot_class_counts({"train": list(range(1, 9)), "test": list(range(1, 9))}, names),
