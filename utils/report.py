@@ -35,14 +35,13 @@ def study_rows(records: list[dict]) -> dict[str, list[str]]:
     """Run name -> "study: row label" of each study that plans the run in the profile it was trained under, as
     ``utils.sweep`` plans it (a next stage once its first stage is among ``records``). A stored run no study plans
     is history: a recipe or setting the studies have since changed."""
-    from .profiles import get_profile
+    from .profiles import PROFILES
     from .studies import STUDIES, planned_name, walk_stages
     by_name = {r["run"]: r for r in records}
     rows: dict[str, list[str]] = {}
     for profile_name in sorted({r["profile"] for r in records}):
-        try:
-            profile = get_profile(profile_name)
-        except (KeyError, ValueError):
+        profile = PROFILES.get(profile_name)
+        if profile is None:
             continue
         for study in STUDIES.values():
             def read(runs, study=study):
