@@ -84,10 +84,7 @@ PROFILES = {
             "pcam_scaling": {"train_limits": (2500, 5000, 10000, None), "epochs": 6},
             # ROAD scores of the test images explained: the mean's standard error shrinks as 1/sqrt(n).
             "gradcam": {"road_images": 256},
-        },
-        # Transitional: the cpu profile keeps the old augmentation until its BloodMNIST runs are retrained with
-        # the recipe's "basic" (issue #23, item 5), so its committed records still match their names.
-        recipe_changes={"bloodmnist": {"augment": "full"}}),
+        }),
     "full": Profile(
         "full", train_limit=None, val_limit=None, test_limit=None, epochs=None, seeds=(0, 1, 2),
         budgets={
