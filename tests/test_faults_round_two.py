@@ -379,9 +379,12 @@ def test_the_report_writes_nothing_when_a_record_is_bad(tmp_path, capsys, kind, 
 
 
 def _committed_name(prefix):
+    """A committed run whose name starts with ``prefix``; with several (a recipe's earlier run kept as history),
+    the first in name order, so the test reads the same record on every machine."""
     from tests.conftest import REPO
-    (path,) = (REPO / "results" / "runs").glob(f"{prefix}*.json")
-    return path.stem
+    paths = sorted((REPO / "results" / "runs").glob(f"{prefix}*.json"))
+    assert paths, f"no committed run starts with {prefix}"
+    return paths[0].stem
 
 
 # --- a sweep stopped with SIGTERM or SIGINT ------------------------------------------------------------------------
