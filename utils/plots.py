@@ -26,6 +26,7 @@ plt.rcParams.update({"font.size": MIN_FONT, "axes.titlesize": MIN_FONT + 1, "axe
 
 
 ABBREVIATIONS = {"immature granulocytes": "IG"}
+CAM_TITLES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}  # pytorch-grad-cam's method keys, as the text spells them
 
 
 def typeset(label: str) -> str:
@@ -234,7 +235,7 @@ def plot_cam_panel(images, cams: dict, examples: dict, class_names: list[str], c
         titles.append(f"{names[examples['true'][i]]}\n\u2192 {names[examples['pred'][i]]}")
         for method, maps in cams.items():
             tiles.append(overlay(images[i], maps[i]))
-            titles.append(method)
+            titles.append(CAM_TITLES.get(method, method))
     return plot_image_grid(tiles, titles, columns=2 * (1 + len(cams)))
 
 
@@ -279,7 +280,8 @@ def plot_roc_curves(curves: dict[str, tuple]):
         ax.plot(fpr, tpr, lw=1.2, label=f"{typeset(label)} (AUC {roc_auc_score(y, p):.3f})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     ax.set(xlabel="1 \u2212 specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
-    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, handlelength=1.2, labelspacing=0.25)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, handlelength=1.0, handletextpad=0.4,
+              labelspacing=0.25)
     return fig
 
 

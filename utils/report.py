@@ -313,8 +313,8 @@ def device_label(device: str) -> str:
 def budget_note(summary: dict) -> str:
     """Where a study's numbers come from: its profile (the budget), its devices, and the runs it still lacks."""
     provenance = summary["provenance"]
-    budget = ("full budget (50 epochs)" if provenance["profile"] == "full" else
-              f"{provenance['profile']} profile (short budgets, set per model)")
+    budget = ("full budget of 50 epochs" if provenance["profile"] == "full" else
+              f"{provenance['profile']} profile: short budgets, set per model")
     missing = sum(len(gap["runs"]) for gap in summary.get("missing", {}).values())
     return tex_escape(f"{budget}; the study's {provenance['runs']} run{'s' if provenance['runs'] != 1 else ''} on "
                       f"{', '.join(device_label(d) for d in provenance['devices'])}"
@@ -492,7 +492,9 @@ def ablations_section(results: Path) -> Section:
     profile's approximation of every row (``ablations``, its macros): the full budget has few rows yet."""
     full = read_summary("ablations", "full", results)
     ablations = read_summary("ablations", "cpu", results)
-    t = {"ablations": ablation_table(ablations), "ablations_full": ablation_table(full, devices=True)}
+    # The cpu table names each row's device only where its rows ran on more than one, so train seconds compare.
+    mixed = bool(ablations) and len(ablations["provenance"]["devices"]) > 1
+    t = {"ablations": ablation_table(ablations, devices=mixed), "ablations_full": ablation_table(full, devices=True)}
     m = {}
     if full and len(full["rows"]) >= 2:
         recipe = next(r for r in full["rows"] if r["name"] == "recipe")

@@ -245,7 +245,7 @@ PCAM_MODELS = {
     # ImageNet features were learnt at 224x224; 1.5x (144x144) costs 2.5x the compute of 96x96 on 2 cores.
     "Lite0 (ImageNet, 1.5x input)": ("efficientnet_lite0", {"pretrained": True, "input_scale": 1.5}),
 }
-FINAL_SUFFIX = " (all patches)"
+FINAL_SUFFIX = " (whole subset)"
 
 
 def _pcam_runs(label: str, budget: dict, stage: str, profile: Profile) -> list[PlannedRun]:
