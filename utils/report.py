@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from .data import PCAM_TRAIN_PATCHES
+from .gpu_check import HEADLINE_STUDIES  # the studies a lent GPU trains first
 from .experiment import InvalidRunRecord, check_run_records, load_results
 from .plots import ABBREVIATIONS, short_names, typeset
 from .speedrun import readme_markdown as speedrun_markdown
@@ -77,7 +78,6 @@ def _markdown_rows(records: list[dict], rows: dict[str, list[str]] | None) -> li
     return lines
 
 
-HEADLINE_STUDIES = ("deep_efficientnet", "baselines", "attention")
 
 
 def missing_full_budget(runs_folder: Path, studies: tuple[str, ...] = HEADLINE_STUDIES) -> dict[str, list[int]]:
@@ -104,11 +104,13 @@ def missing_full_sentence(runs_folder: Path, command: str | None = f"`{MISSING_F
     if not missing:
         return "Every full-budget run of the headline studies is stored."
     runs = sum(map(len, missing.values()))
-    return (f"Not stored at the full budget yet ({runs} runs): "
+    return (f"Of the headline studies ({', '.join(HEADLINE_STUDIES)}), not stored at "
+            f"the full budget yet ({runs} runs): "
             + "; ".join(f"{label} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
                         for label, seeds in missing.items())
             + f". {command or 'The command below'} trains them, one run per core on a CPU; until then their studies "
-              "show the cpu profile's approximations.")
+              "show the cpu profile's approximations. The other studies' full-budget runs are what "
+              "python -m utils.sweep --profile full --dry-run lists.")
 
 
 def results_table(folder: str | Path = "results/runs") -> str:
