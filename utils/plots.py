@@ -123,13 +123,14 @@ def plot_confusion_matrix(matrix, class_names: list[str], normalize: bool = True
 
 def plot_reliability(curves: dict[str, dict]):
     """curves: label -> ``metrics.reliability_curve`` output. Marker area grows with the bin's image count, so a
-    bin of a handful of images, whose accuracy can be anything, does not read like one of thousands."""
+    bin of a handful of images, whose accuracy can be anything, does not read like one of thousands. The area goes
+    with the square root of the count: linear in it, every bin but the most confident one was too small to see."""
     fig, ax = plt.subplots(figsize=(2.25, 2.25))
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
     largest = max((max(c["count"]) for c in curves.values() if c["count"]), default=1)
     for label, c in curves.items():
         line, = ax.plot(c["confidence"], c["accuracy"], "-", lw=1, label=label)
-        ax.scatter(c["confidence"], c["accuracy"], s=[2 + 40 * n / largest for n in c["count"]], color=line.get_color(),
+        ax.scatter(c["confidence"], c["accuracy"], s=[2 + 40 * (n / largest) ** 0.5 for n in c["count"]], color=line.get_color(),
                    zorder=3, clip_on=False)
     ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False, columnspacing=0.8, handlelength=1.5)
