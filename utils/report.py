@@ -729,9 +729,9 @@ def headline_section(results: Path) -> Section:
                                key=lambda r: -r["test_acc_mean"])
         m["HeadlineTestSentence"] = tex_escape(
             f"On the test split DeepEfficientNet ({pct(ours['test_acc_mean'])}%) is behind "
-            + _and([f"{r['name']} ({pct(r['test_acc_mean'])}%)" for r in ahead_on_test])
-            + (": every other full-budget model stored." if len(ahead_on_test) == len(rows) - 1 else
-               f", {len(ahead_on_test)} of the {len(rows) - 1} other full-budget models stored.") if ahead_on_test else
+            + ("every other full-budget model stored: " if len(ahead_on_test) == len(rows) - 1 else
+               f"{len(ahead_on_test)} of the {len(rows) - 1} other full-budget models stored: ")
+            + _and([f"{r['name']} ({pct(r['test_acc_mean'])}%)" for r in ahead_on_test]) + "." if ahead_on_test else
             f"On the test split no other full-budget model stored is ahead of DeepEfficientNet "
             f"({pct(ours['test_acc_mean'])}%).")
     return m, t
