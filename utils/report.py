@@ -88,10 +88,15 @@ def missing_full_budget(runs_folder: Path, studies: tuple[str, ...] = HEADLINE_S
     missing: dict[str, list[int]] = {}
     for study in studies:
         for planned in STUDIES[study].runs(profile):
-            label = f"EfficientNet-B0 + {planned.label}" if study == "attention" else planned.label
+            label = attention_model_label(planned.label) if study == "attention" else planned.label
             if not (runs_folder / f"{planned_name(planned, profile)}.json").is_file():
-                missing.setdefault(label.replace("+ none", "(no attention)"), []).append(planned.seed)
+                missing.setdefault(label, []).append(planned.seed)
     return missing
+
+
+def attention_model_label(row: str) -> str:
+    """An attention study row ("none", "SE", ...) as the model it is, where it stands beside other models."""
+    return "EfficientNet-B0 (no attention)" if row == "none" else f"EfficientNet-B0 + {row}"
 
 
 MISSING_FULL_COMMAND = f"python -m utils.sweep --profile full --only {' '.join(HEADLINE_STUDIES)}"
@@ -693,10 +698,10 @@ def pcam_section(results: Path) -> Section:
 def headline_section(results: Path) -> Section:
     """The full-budget BloodMNIST models stored so far (baselines and attention variants; every seed stored), the
     validation-chosen one, DeepEfficientNet's place among them and its TTA row."""
-    rows = [dict(r, study=name) for name in ("baselines", "attention")
-            for r in ((read_summary(name, "full", results) or {}).get("rows", []))]
+    rows = [dict(r, study=name, name=attention_model_label(r["name"]) if name == "attention" else r["name"])
+            for name in ("baselines", "attention") for r in ((read_summary(name, "full", results) or {}).get("rows", []))]
     deep = read_summary("deep_efficientnet", "full", results)
-    table_rows = [[tex_escape(r["name"] if r["study"] == "baselines" else f"B0 + {r['name']}"), str(r["seeds"]),
+    table_rows = [[tex_escape(r["name"]), str(r["seeds"]),
                    f"{r['params'] / 1e6:.2f}", f"{r['flops'] / 1e6:.0f}", pm(r["val_acc_mean"], r["val_acc_std"], r["seeds"]),
                    pm(r["test_acc_mean"], r["test_acc_std"], r["seeds"]), f"{r['test_macro_f1_mean']:.3f}",
                    f"{r['test_auc_mean']:.4f}"] for r in sorted(rows, key=lambda r: -r["val_acc_mean"])]
