@@ -56,7 +56,7 @@ def plan(names: list[str], profile: Profile | str) -> dict[str, dict]:
 RUNS_PER_GPU = 4
 # On a CPU, one single-thread worker per core: two one-thread DeepEfficientNet runs train more images per second
 # than one two-thread run, and a one-thread run slows little when something else takes its core where a two-thread
-# run stalls (every OpenMP region waits for its descheduled thread). The ratios, measured side by side by
+# run slows down (every OpenMP region waits for its descheduled thread). The ratios, measured side by side by
 # `python -m utils.bench --cpu-threads`, are in the README, "Training on a CPU".
 CPU_WORKER_THREADS = 1
 # Workers on a CPU run at this niceness, so tests and editing beside a sweep stay usable.
