@@ -37,12 +37,14 @@ LITE_STD = (128 / 255,) * 3
 
 class SimpleCNN(ImageClassifier):
     """Three conv-BN-ReLU blocks (32/64/128 channels) with max pooling, global pooling, linear head.
-    ``attention`` ("se", "cbam") adds that block after each conv pair: the seed's CNN with attention."""
+    ``attention`` ("se", "cbam") adds that block after each conv pair; ``fusion_stages`` (e.g. ``(0, 1, 2)``)
+    fuses those blocks' outputs with ``MultiScaleFusion`` before the head. Each is one constructor argument
+    away from the plain CNN, as the attention variants of the B0 family are."""
 
-    cam_layer = "features.2"
     min_input_size = 4  # two 2x2 max-pools
 
-    def __init__(self, num_classes: int, width: int = 32, dropout: float = 0.3, attention: str = "none", **norm):
+    def __init__(self, num_classes: int, width: int = 32, dropout: float = 0.3, attention: str = "none",
+                 fusion_stages: tuple[int, ...] | None = None, **norm):
         super().__init__(**norm)
         blocks, c_in = [], 3
         attn_layer = ATTENTION_LAYERS[attention]
@@ -55,11 +57,28 @@ class SimpleCNN(ImageClassifier):
             blocks.append(nn.Sequential(*layers))
             c_in = c_out
         self.features = nn.Sequential(*blocks)
+        self.fusion_stages = tuple(fusion_stages) if fusion_stages else None
+        if self.fusion_stages:
+            self.fusion = MultiScaleFusion([width * 2**i for i in self.fusion_stages], c_in, nn.ReLU)
+            self.cam_layer = "fusion"
+        else:
+            self.fusion = None
+            self.cam_layer = "features.2"
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
                                   nn.Linear(c_in, num_classes))
 
+    def forward_features(self, x):
+        x = self.normalize(x)
+        if self.fusion is None:
+            return self.features(x)
+        outputs = []
+        for block in self.features:
+            x = block(x)
+            outputs.append(x)
+        return self.fusion([outputs[i] for i in self.fusion_stages])
+
     def forward(self, x):
-        return self.head(self.features(self.normalize(x)))
+        return self.head(self.forward_features(x))
 
 
 # ---------------------------------------------------------------------------------------------

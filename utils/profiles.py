@@ -25,6 +25,8 @@ class Profile:
     test_limit: int | None    # images drawn (stratified) from test; None = all (the official split)
     epochs: int | None        # every run's epochs; None = the recipe's, or model_epochs where it names the model
     seeds: tuple[int, ...]    # seeds for multi-seed studies
+    # Seeds for the studies of the fast backbone (SimpleCNN, minutes a run where B0 takes hours); None = ``seeds``.
+    small_backbone_seeds: tuple[int, ...] | None = None
     batch_size: int | None = None  # None = the recipe's
     model_epochs: dict[str, int] = field(default_factory=dict)
     # Per study: what its runs change from the recipe at this profile (utils.studies reads these by name), and the
@@ -87,6 +89,7 @@ PROFILES = {
         }),
     "full": Profile(
         "full", train_limit=None, val_limit=None, test_limit=None, epochs=None, seeds=(0, 1, 2),
+        small_backbone_seeds=(0, 1, 2, 3, 4),
         budgets={
             "attention": {}, "imbalance": {}, "ablations": {}, "recipe_search": {},
             # Every entry trains on all patches, so there is no second stage.

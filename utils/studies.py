@@ -150,6 +150,22 @@ ATTENTION_STUDY = Study("attention", lambda profile: [
     PlannedRun(label, model, seed, arguments={"tag": f"attention_{_slug(label)}", **profile.budget("attention")})
     for label, model in ATTENTION_VARIANTS.items() for seed in profile.seeds])
 
+# --- The same attention variants on the fast backbone (notebook 04): SimpleCNN with one constructor argument changed,
+# its recipe otherwise the plain SimpleCNN's (the "none" row is the baselines' SimpleCNN run), over more seeds.
+SMALL_ATTENTION_VARIANTS = {"none": {}, "SE": {"attention": "se"}, "CBAM": {"attention": "cbam"},
+                            "MSFF": {"fusion_stages": (0, 1, 2)}}
+
+
+def _small_attention_runs(profile: Profile) -> list[PlannedRun]:
+    seeds = profile.small_backbone_seeds or profile.seeds
+    return [PlannedRun(label, "simple_cnn", seed,
+                       arguments={**({"tag": f"simple_cnn_{_slug(label)}", "model_kwargs": kwargs} if kwargs else {}),
+                                  **profile.budget("attention")})
+            for label, kwargs in SMALL_ATTENTION_VARIANTS.items() for seed in seeds]
+
+
+SMALL_ATTENTION_STUDY = Study("attention_simple_cnn", _small_attention_runs)
+
 # --- Ablations (notebook 05): each entry changes one thing from the DeepEfficientNet recipe -----------------------
 ABLATIONS: dict[str, dict] = {
     "recipe": {},
@@ -358,7 +374,7 @@ def run_recipe_search(profile: Profile | str) -> list[dict]:
 
 
 # Headline runs first: if a sweep is cut short, what is done is what matters most.
-STUDIES = {study.name: study for study in (DEEP_EFFICIENTNET, BASELINE_STUDY, ATTENTION_STUDY, ZOO_STUDY,
+STUDIES = {study.name: study for study in (DEEP_EFFICIENTNET, BASELINE_STUDY, SMALL_ATTENTION_STUDY, ATTENTION_STUDY, ZOO_STUDY,
                                            IMBALANCE_STUDY, ABLATION_STUDY, RECIPE_SEARCH_STUDY, PCAM_STUDY,
                                            PCAM_SCALING_STUDY)}
 
@@ -374,6 +390,10 @@ def run_baselines(profile: Profile | str) -> list[dict]:
 
 def run_attention_study(profile: Profile | str) -> list[dict]:
     return run_study(ATTENTION_STUDY, profile)
+
+
+def run_small_attention_study(profile: Profile | str) -> list[dict]:
+    return run_study(SMALL_ATTENTION_STUDY, profile)
 
 
 def run_ablation_study(profile: Profile | str) -> list[dict]:

@@ -29,18 +29,20 @@ from .studies import STUDIES, PlannedRun, stored_record, walk_stages
 from .summaries import SUMMARIES, write_summaries
 from .training import ENGINES
 
-def plan(names: list[str], profile: Profile | str) -> dict[str, dict]:
+def plan(names: list[str], profile: Profile | str, runs: list[str] | None = None) -> dict[str, dict]:
     """Run name -> ``run_training`` arguments of every run the named studies need that is not stored
-    yet, each run once, in study order. A next stage is planned once every run of its study's first stage
-    is stored."""
+    yet, each run once, in study order (only names starting with one of ``runs``, where given). A next stage is
+    planned once every run of its study's first stage is stored."""
     profile = as_profile(profile)
     planned: dict[str, dict] = {}
 
-    def add(runs: list[PlannedRun]) -> list[dict | None]:
+    prefixes = tuple(runs or ())
+
+    def add(study_runs: list[PlannedRun]) -> list[dict | None]:
         records = []
-        for p in runs:
+        for p in study_runs:
             name, record = stored_record(p, profile)
-            if record is None:
+            if record is None and (not prefixes or name.startswith(prefixes)):
                 planned.setdefault(name, dict(model=p.model, dataset=p.dataset, profile=profile.name, seed=p.seed,
                                               **p.arguments))
             records.append(record)
@@ -81,11 +83,14 @@ def worker_threads(workers: int) -> int:
     return max(CPU_WORKER_THREADS, budget // workers) if workers < budget else CPU_WORKER_THREADS
 
 
-# A campaign that may be cut short trains what matters most first (issue #23): the headline models over every seed,
-# then one seed of each comparison, then the rest in study order.
+# A campaign that may be cut short trains what matters most first (issues #23, #33): the headline models over every
+# seed; then the attention variants on the fast backbone, seed by seed (a cut campaign leaves paired seeds); then one
+# seed of each slow comparison; then DeepEfficientNet's own SE; then the rest.
 HEADLINE_MODELS = ("deep_efficientnet", "simple_cnn", "efficientnet_lite0_pretrained")
+SMALL_BACKBONE_VARIANTS = ("simple_cnn_se", "simple_cnn_cbam", "simple_cnn_msff")
 FIRST_SEED_MODELS = ("attention_none", "attention_se", "attention_cbam", "attention_msff", "resnet18",
                      "efficientnet_lite0")
+THEN_MODELS = ("ablation_se_off",)
 
 
 def run_kind(kwargs: dict) -> str:
@@ -95,17 +100,20 @@ def run_kind(kwargs: dict) -> str:
 
 
 def campaign_order(todo: dict[str, dict]) -> dict[str, dict]:
-    """``todo`` with the headline BloodMNIST runs first, then the first seed of each comparison, then the rest
-    (each group in plan order)."""
+    """``todo`` in the campaign's order above (each group in plan order)."""
     def rank(kwargs: dict) -> tuple:
         kind, seed = run_kind(kwargs), kwargs["seed"]
         if kwargs["dataset"] != "bloodmnist":
-            return (2,)
+            return (5,)
         if kind in HEADLINE_MODELS:
             return 0, HEADLINE_MODELS.index(kind), seed
+        if kind in SMALL_BACKBONE_VARIANTS:
+            return 1, seed, SMALL_BACKBONE_VARIANTS.index(kind)
         if kind in FIRST_SEED_MODELS and seed == as_profile(kwargs["profile"]).seeds[0]:
-            return 1, FIRST_SEED_MODELS.index(kind)
-        return (2,)
+            return 2, FIRST_SEED_MODELS.index(kind)
+        if kind in THEN_MODELS:
+            return 3, seed
+        return (4,)
     return dict(sorted(todo.items(), key=lambda item: rank(item[1])))
 
 
@@ -147,10 +155,11 @@ def report(finished, total: int) -> int:
 
 
 def sweep(names: list[str], profile: Profile | str, workers: int, dry_run: bool = False, backend=None,
-          stop_after: float | None = None, engine: str | None = None) -> int:
+          stop_after: float | None = None, engine: str | None = None, runs: list[str] | None = None) -> int:
     """Train everything ``plan`` lists, ``workers`` at a time (or each batch by ``backend``, e.g. on Ray:
     ``utils.ray_sweep``), until nothing is left; 1 if a run failed. ``stop_after`` (seconds, local pool): then stop
     the workers as SIGTERM would (a run cut short keeps its last epoch's state and resumes next time) and return 0.
+    ``runs``: only the planned runs whose names start with one of these (e.g. ``ablation_se_off``).
     ``engine``: the training engine of every run (not part of a run's name)."""
     deadline = None if stop_after is None else time.time() + stop_after
     profile = as_profile(profile)
@@ -158,11 +167,14 @@ def sweep(names: list[str], profile: Profile | str, workers: int, dry_run: bool 
     threads = worker_threads(workers)
     niceness = 0 if torch.cuda.is_available() else CPU_WORKER_NICENESS
     while True:
-        todo = campaign_order(plan(names, profile))
+        todo = campaign_order(plan(names, profile, runs))
         print(f"sweep ({profile.name}): {len(todo)} run{'' if len(todo) == 1 else 's'} to train"
               + (" (dry run)" if dry_run else ""), flush=True)
         if dry_run:
             print("\n".join(f"  {run}" for run in todo))
+            return 0
+        if not todo and runs:
+            print(f"sweep done in {time.time() - started:.0f} s (only runs named {', '.join(runs)}*)", flush=True)
             return 0
         if not todo:
             # Every run is stored: measure the evaluations the summaries need (TTA, ROAD), write the summaries.
@@ -218,6 +230,8 @@ def main(argv=None):
                         f"CUDA device, else one per CPU core with {CPU_WORKER_THREADS} thread each)")
     parser.add_argument("--only", nargs="+", choices=list(STUDIES), default=list(STUDIES), metavar="STUDY",
                         help=f"studies to run, of: {', '.join(STUDIES)}")
+    parser.add_argument("--runs", nargs="+", metavar="PREFIX", help="only the planned runs whose names start with one "
+                        "of these (e.g. ablation_se_off simple_cnn_se)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs to train and stop")
     parser.add_argument("--stop-after", type=positive_float, metavar="MINUTES",
                         help="stop the workers after this long; a run cut short resumes from its last epoch next time")
@@ -245,9 +259,9 @@ def main(argv=None):
             from .ray_sweep import ray_backend
             with ray_backend(args.address, args.gpus_per_run, args.cpus_per_run or CPU_WORKER_THREADS,
                              gpus_by_default=1 / RUNS_PER_GPU, niceness=CPU_WORKER_NICENESS) as backend:
-                sys.exit(sweep(args.only, get_profile(args.profile), 1, backend=backend, engine=args.engine))
+                sys.exit(sweep(args.only, get_profile(args.profile), 1, backend=backend, engine=args.engine, runs=args.runs))
         sys.exit(sweep(args.only, get_profile(args.profile), args.workers or default_workers(), args.dry_run,
-                       stop_after=stop_after, engine=args.engine))
+                       stop_after=stop_after, engine=args.engine, runs=args.runs))
     except Stopped as stop:  # SIGTERM or SIGINT: the workers are stopped already
         sys.exit(stop.exit_code)
 
