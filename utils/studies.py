@@ -159,8 +159,7 @@ SMALL_ATTENTION_VARIANTS = {"none": {}, "SE": {"attention": "se"}, "CBAM": {"att
 def _small_attention_runs(profile: Profile) -> list[PlannedRun]:
     seeds = profile.small_backbone_seeds or profile.seeds
     return [PlannedRun(label, "simple_cnn", seed,
-                       arguments={**({"tag": f"simple_cnn_{_slug(label)}", "model_kwargs": kwargs} if kwargs else {}),
-                                  **profile.budget("attention")})
+                       arguments={"tag": f"simple_cnn_{_slug(label)}", "model_kwargs": kwargs} if kwargs else {})
             for label, kwargs in SMALL_ATTENTION_VARIANTS.items() for seed in seeds]
 
 
