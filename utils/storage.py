@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import math
+import numbers
 import os
 import sys
 from contextlib import contextmanager
@@ -49,6 +51,35 @@ def write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, payload, **dumps_kwargs) -> Path:
     return write_text(path, json.dumps(payload, **{"indent": 1, **dumps_kwargs}) + "\n")
+
+
+# Derived numbers (summaries recomputed from stored runs and compared byte for byte by CI) keep this many significant
+# digits: two x86 CPUs give the same stored predictions a temperature or an ECE that differs in the 16th digit (an
+# LBFGS step or a sum reduced in another order), and CI must come out the same on either. Measurements written once
+# (run records, timings) keep every digit.
+DERIVED_DIGITS = 10
+
+
+def round_derived(value, digits: int = DERIVED_DIGITS):
+    """``value`` with every float (in dicts, lists and tuples, NumPy scalars too) rounded to ``digits`` significant
+    digits, the one way derived numbers are written."""
+    if isinstance(value, dict):
+        return {k: round_derived(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [round_derived(v, digits) for v in value]
+    if isinstance(value, (bool, str)) or value is None:
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        return float(f"{value:.{digits}g}") if math.isfinite(value) else value
+    return value
+
+
+def derived_json(payload) -> str:
+    """The text of a derived JSON file: floats rounded by ``round_derived``, indented one space."""
+    return json.dumps(round_derived(payload), indent=1) + "\n"
 
 
 def save_torch(obj, path: str | Path) -> Path:

@@ -22,7 +22,7 @@ import numpy as np
 
 from .experiment import InvalidRunRecord, check_run_records
 from .profiles import PROFILE_NAMES, Profile, as_profile, get_profile, output_dir
-from .storage import write_text
+from .storage import derived_json, write_text
 from .studies import (DEEP_EFFICIENTNET_AIM, DEEP_EFFICIENTNET_TARGET, LARGE_BATCH_LABELS, PCAM_TARGETS, STUDIES,
                       imbalance_summary, recipe_search_winner, run_study, stored_runs, summarize, sweep_command,
                       trains_here)
@@ -227,7 +227,7 @@ def shown_summary(name: str, results: Path | None = None) -> dict | None:
 
 
 def as_json(payload: dict) -> str:
-    return json.dumps(payload, indent=1, default=float) + "\n"
+    return derived_json(payload)
 
 
 # --- The datasets, described from their files (notebooks 01 and 07 show the same numbers) --------------------------
