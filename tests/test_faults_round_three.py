@@ -16,7 +16,7 @@ def test_derived_numbers_differing_in_float_noise_are_written_as_the_same_bytes(
     intel, amd = 0.6425162274636739, 0.642516227463674
     assert as_json({"calibration": {"temperature": intel}}) == as_json({"calibration": {"temperature": amd}})
     # NumPy scalars and nested lists are written as plain JSON numbers; integers, flags and text stay as they are.
-    text = as_json({"rows": [{"acc": np.float32(0.97), "n": np.int64(3421), "kept": True, "name": "SimpleCNN"}]})
+    text = as_json({"rows": [{"acc": np.float64(0.97), "n": np.int64(3421), "kept": True, "name": "SimpleCNN"}]})
     assert json.loads(text) == {"rows": [{"acc": 0.97, "n": 3421, "kept": True, "name": "SimpleCNN"}]}
     # Rounding keeps what a reader of a summary uses: far more digits than any table prints.
     assert abs(json.loads(as_json({"x": intel}))["x"] - intel) < 1e-9
