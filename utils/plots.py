@@ -330,3 +330,41 @@ def plot_scaling(scaling: dict):
     fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
     fig.tight_layout(rect=(0, 0.16, 1, 1))
     return fig
+
+
+def plot_paired_attention(rows: list[dict]):
+    """Official test accuracy of each backbone's no-attention row and its attention variants (the ``paired`` summary's
+    attention rows), one panel per backbone: each stored run a dot coloured by seed, a seed's runs on neighbouring
+    labels joined by a line (the paired runs), parameters under each label; a variant with no run yet says pending."""
+    attention = [r for r in rows if r["group"] == "attention"]
+    backbones = list(dict.fromkeys(r["backbone"] for r in attention))
+    widths = [1 + len([r for r in attention if r["backbone"] == b]) for b in backbones]
+    fig, axes = plt.subplots(1, len(backbones), figsize=(TEXT_WIDTH, 2.6), sharey=True,
+                             gridspec_kw={"width_ratios": widths})
+    axes = np.atleast_1d(axes)
+    seeds = sorted({int(s) for r in attention for side in ("variant", "base") for s in r[f"{side}_test_acc_by_seed"]})
+    colors = dict(zip(seeds, sns.color_palette("colorblind", max(1, len(seeds)))))
+    for ax, backbone in zip(axes, backbones):
+        group = [r for r in attention if r["backbone"] == backbone]
+        columns = [(group[0]["base"], group[0].get("base_params"), group[0]["base_test_acc_by_seed"])]
+        columns += [(r["variant_shown"], r.get("variant_params"), r["variant_test_acc_by_seed"]) for r in group]
+        for seed in seeds:
+            points = [(x, 100 * by_seed[str(seed)]) for x, (_, _, by_seed) in enumerate(columns) if str(seed) in by_seed]
+            ax.plot(*zip(*points), "o", color=colors[seed], ms=3.5, label=f"seed {seed}") if points else None
+            for (x0, y0), (x1, y1) in zip(points, points[1:]):
+                if x1 == x0 + 1:  # a line joins the same seed on neighbouring labels only, never across a gap
+                    ax.plot([x0, x1], [y0, y1], "-", color=colors[seed], lw=0.8, alpha=0.8)
+        for x, (_, _, by_seed) in enumerate(columns):
+            if not by_seed:
+                ax.annotate("pending", (x, 0.5), xycoords=("data", "axes fraction"), ha="center", rotation=90,
+                            color="grey")
+        ax.set_xticks(range(len(columns)), [f"{typeset(label)}\n{p / 1e6:.2f}M" if p else typeset(label)
+                                            for label, p, _ in columns])
+        ax.set_xlim(-0.5, len(columns) - 0.5)
+        ax.set_title(typeset(backbone))
+        ax.grid(axis="y", lw=0.3)
+    axes[0].set_ylabel("official test accuracy (%)")
+    handles, names = max((ax.get_legend_handles_labels() for ax in axes), key=lambda h: len(h[1]))
+    if handles:
+        fig.legend(handles, names, loc="lower center", ncol=len(names), frameon=False, bbox_to_anchor=(0.5, 0.98))
+    return fig

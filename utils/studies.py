@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .comparisons import Pair
 from .experiment import InvalidRunRecord, check_run_record, plan_run, run_training
 from .profiles import Profile, as_profile, default_device
 from .recipes import batch_scaled, large_batch_holds, train_config
@@ -370,6 +371,27 @@ def run_recipe_search(profile: Profile | str) -> list[dict]:
     """The screen (``stage`` "screen", seed 0), then the validation winner on the profile's other seeds
     ("confirm"); nothing where the profile has no search budget."""
     return run_study(RECIPE_SEARCH_STUDY, profile)
+
+
+# --- Paired comparisons (notebook 04, the report): each (study, Pair), variant minus base, with the verdict rule of
+# utils.comparisons. Attention on each backbone against that backbone's no-attention row; DeepEfficientNet's own SE
+# (its recipe against the "SE off" ablation); the headline pairs against DeepEfficientNet.
+PAIRED_COMPARISONS: tuple[tuple[str, Pair], ...] = (
+    *((SMALL_ATTENTION_STUDY.name, Pair("attention", "SimpleCNN", label, "none", f"SimpleCNN + {label}"))
+      for label in list(SMALL_ATTENTION_VARIANTS)[1:]),
+    *((ATTENTION_STUDY.name, Pair("attention", "EfficientNet-B0", label, "none", f"B0 + {label}"))
+      for label in list(ATTENTION_VARIANTS)[1:]),
+    (ABLATION_STUDY.name, Pair("attention", "DeepEfficientNet", "recipe", "SE off", "DeepEfficientNet's own SE",
+                                 "SE on")),
+    (BASELINE_STUDY.name, Pair("headline", "", "SimpleCNN", "DeepEfficientNet", "SimpleCNN vs DeepEfficientNet")),
+    (BASELINE_STUDY.name, Pair("headline", "", "EfficientNet-Lite0 (ImageNet)", "DeepEfficientNet",
+                               "Lite0 (ImageNet) vs DeepEfficientNet")),
+)
+
+
+def planned_seeds(study: str, profile: Profile) -> tuple[int, ...]:
+    """The seeds a study plans under ``profile`` (the fast backbone's study plans more)."""
+    return (profile.small_backbone_seeds or profile.seeds) if study == SMALL_ATTENTION_STUDY.name else profile.seeds
 
 
 # Headline runs first: if a sweep is cut short, what is done is what matters most.

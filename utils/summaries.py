@@ -161,6 +161,18 @@ def _pcam(profile: Profile, records: Records, compute: bool) -> dict:
             "levers": pcam_levers(runs, best, best_tta, scaling, epoch_variants(all_patches))}
 
 
+def _paired(profile: Profile, records: Records, compute: bool) -> dict:
+    """Every ``studies.PAIRED_COMPARISONS`` row from the stored predictions, with its verdict (utils.comparisons)."""
+    from .comparisons import compare
+    from .studies import PAIRED_COMPARISONS, planned_seeds
+    rows = [compare(pair, records[study], planned_seeds(study, profile)) for study, pair in PAIRED_COMPARISONS]
+    used = [r for study in dict.fromkeys(s for s, _ in PAIRED_COMPARISONS) for r in records[study]
+            if any(r["label"] in (p.variant, p.base) for s, p in PAIRED_COMPARISONS if s == study)]
+    return {"provenance": provenance(profile, used), "rule": "helps where the 95% seed interval of the test "
+            "difference lies above 0, hurts where below, else no effect detected; pending until every planned seed "
+            "is paired (fixed before the test split was read)", "rows": rows}
+
+
 @dataclass(frozen=True)
 class Summary:
     studies: tuple[str, ...]  # whose records it reads (utils.studies.STUDIES)
@@ -178,6 +190,7 @@ SUMMARIES = {
     "pcam": Summary(("pcam", "pcam_scaling"), _pcam),
     "architectures": Summary(("baselines", "zoo"), _architectures),
     "imbalance": Summary(("imbalance",), _imbalance),
+    "paired": Summary(("attention_simple_cnn", "attention", "ablations", "baselines"), _paired),
 }
 
 
