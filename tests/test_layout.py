@@ -79,3 +79,28 @@ def test_notebooks_only_show_what_the_library_summarised():
             if cell["cell_type"] == "code":
                 found += [f"{path.name}: {w}" for w in writers if w in source]
     assert not found, found
+
+
+def test_a_notebook_runs_in_the_profile_it_is_committed_in_unless_profile_is_set(monkeypatch):
+    # Issue #34: a laptop run of a full-profile notebook resolved the cpu profile and replaced the committed figures.
+    from pathlib import Path
+    from utils.profiles import get_profile, output_dir
+    monkeypatch.delenv("PROFILE", raising=False)
+    assert get_profile(committed="full").name == "full" and output_dir("figures", get_profile(committed="full")) == \
+        Path("figures")
+    monkeypatch.setenv("PROFILE", "cpu")
+    elsewhere = get_profile(committed="full")
+    assert elsewhere.name == "cpu" and output_dir("figures", elsewhere) == Path("build/cpu/figures")
+    assert output_dir("figures", get_profile(committed="cpu")) == Path("figures")
+
+
+def test_every_notebook_names_its_committed_profile_and_its_outputs_were_made_in_it():
+    import nbformat
+    from tests.conftest import REPO
+    for path in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        committed = nb.metadata["medcnn"]["committed_profile"]
+        first = next(c for c in nb.cells if c.cell_type == "code")
+        assert f'COMMITTED_PROFILE = "{committed}"' in first.source, path.name
+        printed = "".join(o.get("text", "") for o in first.outputs)
+        assert f"profile: {committed} (the profile this notebook is committed in)" in printed, path.name

@@ -9,7 +9,7 @@ entry points (notebooks, command lines) only; below them the ``Profile`` object 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -34,6 +34,8 @@ class Profile:
     budgets: dict[str, dict | None] = field(default_factory=dict)
     # Per dataset: TrainConfig changes this profile makes to the recipe itself (utils.recipes.train_config).
     recipe_changes: dict[str, dict] = field(default_factory=dict)
+    # Where figures go when not the repository's figures/ (a notebook run in another profile than it is committed in).
+    figures: str | None = None
 
     def budget(self, study: str) -> dict | None:
         return self.budgets[study]
@@ -104,12 +106,18 @@ def default_profile_name() -> str:
     return "full" if torch.cuda.is_available() else "cpu"
 
 
-def get_profile(name: str | None = None) -> Profile:
-    """The named profile, else $PROFILE, else the device default. Only entry points call it without a name."""
-    name = name or os.environ.get("PROFILE") or default_profile_name()
+def get_profile(name: str | None = None, committed: str | None = None) -> Profile:
+    """The named profile, else $PROFILE, else ``committed`` (a notebook's: the profile its outputs are committed in),
+    else the device default. Only entry points call it without a name. A notebook run in another profile than it is
+    committed in (PROFILE=cpu on a full-profile notebook) writes its figures to ``build/<profile>/figures``, so
+    they never replace the committed ones."""
+    name = name or os.environ.get("PROFILE") or committed or default_profile_name()
     if name not in PROFILES:
         raise ValueError(f"PROFILE must be one of {', '.join(PROFILE_NAMES)}, got {name!r}")
-    return PROFILES[name]
+    profile = PROFILES[name]
+    if committed is not None and name != committed and name != "smoke":
+        profile = replace(profile, figures=f"build/{name}/figures")
+    return profile
 
 
 def as_profile(profile: Profile | str) -> Profile:
@@ -127,5 +135,9 @@ def default_device() -> torch.device:
 
 def output_dir(kind: str, profile: Profile | str) -> Path:
     """Where ``figures`` or ``results`` go for ``profile``: the repository's folders, except in the smoke
-    profile, whose throw-away outputs go to build/smoke/ so they never overwrite real results."""
-    return Path("build/smoke") / kind if as_profile(profile).name == "smoke" else Path(kind)
+    profile, whose throw-away outputs go to build/smoke/ so they never overwrite real results, and for the figures
+    of a notebook run in another profile than it is committed in (``Profile.figures``)."""
+    profile = as_profile(profile)
+    if kind == "figures" and profile.figures:
+        return Path(profile.figures)
+    return Path("build/smoke") / kind if profile.name == "smoke" else Path(kind)
