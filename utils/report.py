@@ -309,6 +309,7 @@ MACROS = (
     "SpeedrunLimit", "SpeedrunTargets", "SpeedrunSpeedup", "SpeedrunStandardSeconds", "SpeedrunSeconds",
     "SpeedrunStandardTestAcc", "SpeedrunCommit", "SpeedrunTrainings", "SpeedrunFpRecipe", "SpeedrunFpVal",
     "SpeedrunFpSeconds", "SpeedrunVersusSeconds", "SpeedrunFpBfRatio",
+    "AttentionFindings", "PairedEvidence", "PairedRule", "PairSimpleSentence", "PairLiteSentence", "RecipeFindings",
 )
 
 
@@ -700,15 +701,11 @@ def headline_section(results: Path) -> Section:
     validation-chosen one, DeepEfficientNet's place among them and its TTA row."""
     rows = [dict(r, study=name, name=attention_model_label(r["name"]) if name == "attention" else r["name"])
             for name in ("baselines", "attention") for r in ((read_summary(name, "full", results) or {}).get("rows", []))]
-    deep = read_summary("deep_efficientnet", "full", results)
     table_rows = [[tex_escape(r["name"]), str(r["seeds"]),
                    f"{r['params'] / 1e6:.2f}", f"{r['flops'] / 1e6:.0f}", pm(r["val_acc_mean"], r["val_acc_std"], r["seeds"]),
                    pm(r["test_acc_mean"], r["test_acc_std"], r["seeds"]), f"{r['test_macro_f1_mean']:.3f}",
                    f"{r['test_auc_mean']:.4f}"] for r in sorted(rows, key=lambda r: -r["val_acc_mean"])]
-    if deep and deep.get("tta"):
-        tta = deep["tta"]
-        table_rows.append([f"DeepEfficientNet + TTA (kept for {sum(tta['kept'])} of {len(tta['kept'])} seeds on val)",
-                           str(len(tta["runs"])), "", "", "", pct(tta["test_acc_mean_where_kept"]), "", ""])
+    # Every row scored the same way, in one forward pass: DeepEfficientNet's TTA is reported in its own section only.
     t = {"headline": _table(["Model", "Seeds", "Params (M)", "MFLOPs", "Val acc (\\%)", "Test acc (\\%)", "Macro-F1",
                              "AUC"], table_rows, "no full-budget run stored yet")}
     if not rows:
@@ -915,10 +912,162 @@ def published_section(results: Path) -> Section:
             {"published": published_table(results)})
 
 
+# --- Findings: the paired comparisons (utils.comparisons, the "paired" summary), the budgets table, the abstract's
+# sentences. Each sentence is built from results/, so the abstract and conclusion say only what the files say.
+PAIRED_HEADER = ["Comparison", "Seeds", "$\\Delta$ val", "$\\Delta$ test", "95\\% interval", "$b$ / $c$", "$p$",
+                 "Verdict"]
+
+
+def _interval(interval) -> str:
+    return f"{signed(interval[0])} to {signed(interval[1])}" if interval else ""
+
+
+def paired_rows(rows: list[dict]) -> list[list[str]]:
+    from .comparisons import format_p
+    out = []
+    for r in rows:
+        mc = r["mcnemar_test_pooled"]
+        verdict = r["verdict"].split(", interval")[0].split(" (")[0]  # the interval and the seeds have their columns
+        out.append([tex_escape(r["name"]), f"{r['seeds_paired']}/{r['seeds_planned']}",
+                    signed(r["val_diff_mean"]) if r["seeds_paired"] else "",
+                    signed(r["test_diff_mean"]) if r["seeds_paired"] else "", _interval(r["test_diff_interval"]),
+                    f"{mc['variant_only_right']} / {mc['base_only_right']}" if mc else "",
+                    tex_escape(format_p(mc["p"])) if mc else "", tex_escape(verdict)])
+    return out
+
+
+def attention_findings(rows: list[dict]) -> str:
+    """The abstract's sentence on attention: the verdicts of each backbone whose planned seeds are all stored, and the
+    backbones still open with how many of their pairs are stored."""
+    decided, open_ = [], []
+    for backbone in dict.fromkeys(r["backbone"] for r in rows if r["group"] == "attention"):
+        group = [r for r in rows if r["group"] == "attention" and r["backbone"] == backbone]
+        name = "DeepEfficientNet's own SE" if backbone == "DeepEfficientNet" else backbone
+        if all(not r["verdict"].startswith(("pending", "no verdict")) for r in group):
+            said = {}
+            for r in group:
+                verdict = "no detectable effect" if r["verdict"].startswith("no effect") else r["verdict"]
+                said.setdefault(verdict, []).append(r["variant"])
+            decided.append(f"on {name} ({group[0]['seeds_planned']} paired seeds) " + "; ".join(
+                f"{_and(names)}: {verdict}" for verdict, names in said.items())
+                if backbone != "DeepEfficientNet" else f"{name} ({group[0]['seeds_planned']} paired seeds): "
+                + ", ".join(said))
+        else:
+            paired, planned = sum(r["seeds_paired"] for r in group), sum(r["seeds_planned"] for r in group)
+            open_.append(f"{'for ' if backbone == 'DeepEfficientNet' else 'on '}{name} ({paired} of {planned} pairs stored)")
+    parts = decided + ([f"still open {_and(open_)}"] if open_ else [])
+    return ("Attention, by a rule fixed before the test split was read: " + "; ".join(parts) + ".") if parts else ""
+
+
+def findings_section(results: Path) -> Section:
+    return recipe_findings(results), {}
+
+
+def pair_sentence(row: dict, first: str, second: str) -> str:
+    """One headline pair as the abstract and the text say it."""
+    from .comparisons import p_clause
+    if row["seeds_paired"] == 0:
+        return ""
+    mc = row["mcnemar_test_pooled"]
+    word = {"ahead": "is ahead of", "behind": "is behind"}.get(row["verdict"], "is not told apart from")
+    interval = _interval(row["test_diff_interval"]) if row["test_diff_interval"] else "no interval"
+    joint = " by" if row["verdict"] in ("ahead", "behind") else ":"
+    return (f"{first} {word} {second}{joint} {signed(row['test_diff_mean'])} official test points over "
+            f"{row['seeds_paired']} paired seeds (95\\% interval {interval}; exact McNemar {tex_escape(p_clause(mc['p']))})")
+
+
+def paired_section(results: Path) -> Section:
+    from .comparisons import describe_evidence
+    paired = read_summary("paired", "full", results)
+    if not paired:
+        return {}, {"paired": _table(PAIRED_HEADER, [], "no paired comparison stored yet")}
+    rows = paired["rows"]
+    by_name = {r["name"]: r for r in rows}
+    m = {"AttentionFindings": tex_escape(attention_findings(rows)),
+         "PairedEvidence": " ".join(tex_escape(s) for s in describe_evidence(
+             [r for r in rows if r["group"] == "attention"])),
+         "PairedRule": tex_escape(paired["rule"])}
+    simple, lite = by_name.get("SimpleCNN vs DeepEfficientNet"), by_name.get("Lite0 (ImageNet) vs DeepEfficientNet")
+    if simple:
+        m["PairSimpleSentence"] = pair_sentence(simple, f"SimpleCNN ({simple['variant_params'] / 1e6:.2f}M parameters)",
+                                                f"DeepEfficientNet ({simple['base_params'] / 1e6:.2f}M)")
+    if lite:
+        m["PairLiteSentence"] = pair_sentence(lite, "EfficientNet-Lite0 from ImageNet weights", "DeepEfficientNet")
+    return m, {"paired": _table(PAIRED_HEADER, paired_rows(rows), "", align="lrrrrrrl")}
+
+
+def recipe_findings(results: Path) -> dict[str, str]:
+    """How the full-budget models (seed means, plain scoring) sit against the best published 28x28 result."""
+    rows = [dict(r, name=attention_model_label(r["name"]) if name == "attention" else r["name"])
+            for name in ("baselines", "attention") for r in (read_summary(name, "full", results) or {}).get("rows", [])]
+    if not rows:
+        return {}
+    at_28 = [(name, acc) for key, name, _, size, _, acc, _ in PUBLISHED if key == "bloodmnist" and size == 28]
+    best_name, best_acc = max(at_28, key=lambda p: p[1])
+    above = [r for r in rows if r["test_acc_mean"] > best_acc]
+    below = [r for r in rows if r["test_acc_mean"] <= best_acc]
+    accs = [r["test_acc_mean"] for r in above] or [r["test_acc_mean"] for r in rows]
+    sentence = (f"At the full budget (50 epochs), {len(above)} of the {len(rows)} models stored reach "
+                f"{pct(min(accs))}--{pct(max(accs))}% mean test accuracy, above the best published "
+                f"28x28 result ({pct(best_acc, 1)}%, {best_name})")
+    if below:
+        sentence += "; " + _and([f"{r['name']} ({r['seeds']} seed{'s' if r['seeds'] > 1 else ''}, {pct(r['test_acc_mean'])}%)"
+                                for r in below]) + (" is not" if len(below) == 1 else " are not")
+    return {"RecipeFindings": tex_escape(sentence + ".").replace("--", "\\textendash{}").replace("28x28", "$28\\times28$")}
+
+
+# The studies of the budgets table, in the report's order: (label, summary name, profile).
+BUDGET_STUDIES = (("Headline models", "baselines", "full"), ("Attention on EfficientNet-B0", "attention", "full"),
+                  ("DeepEfficientNet seeds", "deep_efficientnet", "full"), ("Ablations at the full budget", "ablations", "full"),
+                  ("Ablation screen", "ablations", "cpu"), ("Architecture zoo", "architectures", "cpu"),
+                  ("Class imbalance", "imbalance", "cpu"))
+
+
+def budget_rows(results: Path) -> list[list[str]]:
+    """One row per study: budget, seeds, training images, and the devices and precisions its records name."""
+    rows = []
+    for label, name, profile in BUDGET_STUDIES:
+        summary = read_summary(name, profile, results)
+        if not summary:
+            continue
+        runs = summary.get("runs") or summary.get("seeds", {}).get("runs", [])
+        records = [r for r in (_run(results, run) for run in runs) if r]
+        rows.append(_budget_row(label, profile, records))
+    small = [r for r in load_results(results / "runs", profile="full") if (r.get("tag") or "").startswith("simple_cnn_")]
+    if small:
+        rows.insert(2, _budget_row("Attention on SimpleCNN", "full", small))
+    pcam = load_results(results / "runs", profile="cpu", dataset="pcam")
+    if pcam:
+        rows.append(_budget_row("PatchCamelyon (all stages)", "cpu", pcam))
+    return [row for row in rows if row]
+
+
+def _budget_row(label: str, profile: str, records: list[dict]) -> list[str] | None:
+    if not records:
+        return None
+    epochs = sorted({r["config"]["epochs"] for r in records})
+    images = sorted({r["data"]["n"]["train"] for r in records})
+    seeds = sorted({r["seed"] for r in records})
+    kinds = sorted({("GPU" if "cuda" in r["device"].lower() or "H100" in r["device"] else "CPU") + " "
+                    + {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(r.get("amp_dtype") or "float32",
+                                                                                      str(r.get("amp_dtype")))
+                    for r in records})
+    span = lambda values: str(values[0]) if len(values) == 1 else f"{values[0]}--{values[-1]}"
+    return [tex_escape(label), "full" if profile == "full" else "short", span(epochs),
+            span([f"{n:,}" for n in images]) if len(images) < 3 else f"{images[0]:,}--{images[-1]:,}",
+            span(seeds), str(len(records)), "; ".join(kinds)]
+
+
+def budgets_section(results: Path) -> Section:
+    header = ["Study", "Budget", "Epochs", "Train images", "Seeds", "Runs", "Device"]
+    return {}, {"budgets": _table(header, budget_rows(results), "no run stored", align="llrrrrl")}
+
+
 # Every part of the report's numbers, in the order it prints them; each returns (macros, tables).
 SECTIONS = (data_section, recipe_evidence_section, headline_section, deep_efficientnet_section, gradcam_section, bench_section,
             baselines_section, attention_section, ablations_section, zoo_section, imbalance_section, pcam_section,
-            versions_section, published_section, claims_section, deployment_section, speedrun_section)
+            versions_section, published_section, claims_section, deployment_section, speedrun_section, paired_section,
+            budgets_section, findings_section)
 
 
 def latex_outputs(results: str | Path = "results") -> tuple[dict[str, str], dict[str, str]]:
