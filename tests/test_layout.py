@@ -46,11 +46,19 @@ def test_the_brief_s_modules_are_where_it_names_them_and_nothing_imports_the_com
     assert not [module for module, imported in graph.items() if "train" in imported]
 
 
-def test_the_readme_layout_names_every_module():
-    readme = (REPO / "README.md").read_text()
+def test_the_layout_page_names_every_module():
+    layout = (REPO / "docs" / "layout.md").read_text()
     missing = [p.name for p in sorted((REPO / "utils").glob("*.py")) if p.name != "__init__.py"
-               and f"utils/{p.name}" not in readme and f"`{p.name}`" not in readme]
-    assert not missing, f"README's layout does not name {missing}"
+               and f"utils/{p.name}" not in layout and f"`{p.name}`" not in layout]
+    assert not missing, f"docs/layout.md does not name {missing}"
+
+
+def test_the_readme_is_one_page_and_links_the_report_on_its_first_screen():
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) <= 150, f"README.md has {len(lines)} lines; move detail to docs/"
+    assert any("report/report.pdf" in line for line in lines[:15])
+    for name in ("LICENSE", "CITATION.cff"):
+        assert (REPO / name).is_file()
 
 
 def test_the_profile_is_read_from_the_environment_only_at_entry_points():

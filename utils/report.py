@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -181,25 +182,55 @@ def cpu_threads_markdown(results: Path = Path("results")) -> str:
 
 
 def readme_blocks(folder: str | Path = "results/runs") -> dict[str, str]:
-    """The README's generated blocks, by marker name: every run's row, the seed projects' claims, the CPU
-    sweep's thread measurements and the speedrun's seeds."""
+    """Every generated block of the README and docs/, by marker name: the findings and headline table, every run's
+    row, the earlier projects' claims, the CPU sweep's thread measurements and the speedrun's seeds."""
     results = Path(folder).parent
-    return {"results": results_table(folder), "claims": claims_markdown(results),
+    return {"findings": findings_markdown(results), "headline": headline_markdown(results),
+            "results": results_table(folder), "claims": claims_markdown(results),
             "cpu-threads": cpu_threads_markdown(results), "speedrun": speedrun_markdown(results / "speedrun")}
 
 
-def update_readme(readme: Path = README, folder: str | Path = "results/runs") -> bool:
-    """Rewrite the README's generated blocks (between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``), all
-    computed before anything is written."""
+# Which generated blocks each document holds (paths relative to the README's folder).
+DOCUMENT_BLOCKS = {"README.md": ("findings", "headline"), "docs/results.md": ("results", "claims"),
+                   "docs/reproducing.md": ("cpu-threads",), "docs/speedrun.md": ("speedrun",)}
+
+
+def update_readme(readme: Path = README, folder: str | Path = "results/runs", blocks: dict[str, str] | None = None,
+                  required: tuple[str, ...] = ()) -> bool:
+    """Rewrite the generated blocks a document holds (between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``),
+    all computed before anything is written; ``required`` blocks must have their markers there."""
+    blocks = readme_blocks(folder) if blocks is None else blocks
     text = readme.read_text()
     new = text
-    for name, body in readme_blocks(folder).items():
+    found = 0
+    for name, body in blocks.items():
         start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
         if start not in new or end not in new:
-            raise ValueError(f"{readme}: add the markers {start} and {end} where the {name} table goes")
+            if name in required:
+                raise ValueError(f"{readme}: add the markers {start} and {end} where the {name} block goes")
+            continue
+        found += 1
         new = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: f"{start}\n{body}\n{end}", new, flags=re.S)
-    write_text(readme, new)
+    if not found:
+        raise ValueError(f"{readme}: no generated block; add the markers of one of {', '.join(blocks)} "
+                         f"(<!-- NAME:start --> and <!-- NAME:end -->)")
+    if new != text:
+        write_text(readme, new)
     return new != text
+
+
+def update_documents(readme: Path = README, folder: str | Path = "results/runs") -> list[Path]:
+    """The README's and docs/'s generated blocks (``DOCUMENT_BLOCKS``), all computed first; the documents changed."""
+    blocks = readme_blocks(folder)
+    changed = []
+    for relative, names in DOCUMENT_BLOCKS.items():
+        path = readme if relative == "README.md" else readme.parent / relative
+        if not path.is_file():
+            print(f"{path}: not found, so its generated blocks ({', '.join(names)}) were not written", file=sys.stderr)
+            continue
+        if update_readme(path, folder, blocks, required=names):
+            changed.append(path)
+    return changed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -963,17 +994,20 @@ def findings_section(results: Path) -> Section:
     return recipe_findings(results), {}
 
 
-def pair_sentence(row: dict, first: str, second: str) -> str:
-    """One headline pair as the abstract and the text say it."""
+def pair_sentence(row: dict, first: str, second: str, tex: bool = True) -> str:
+    """One headline pair as the abstract, the text (``tex``) and the README say it."""
     from .comparisons import p_clause
     if row["seeds_paired"] == 0:
         return ""
+    number = signed if tex else (lambda x: f"{x:+.2f}")
     mc = row["mcnemar_test_pooled"]
     word = {"ahead": "is ahead of", "behind": "is behind"}.get(row["verdict"], "is not told apart from")
-    interval = _interval(row["test_diff_interval"]) if row["test_diff_interval"] else "no interval"
+    low_high = row["test_diff_interval"]
+    interval = f"{number(low_high[0])} to {number(low_high[1])}" if low_high else "no interval"
     joint = " by" if row["verdict"] in ("ahead", "behind") else ":"
-    return (f"{first} {word} {second}{joint} {signed(row['test_diff_mean'])} official test points over "
-            f"{row['seeds_paired']} paired seeds (95\\% interval {interval}; exact McNemar {tex_escape(p_clause(mc['p']))})")
+    p = tex_escape(p_clause(mc["p"])) if tex else p_clause(mc["p"])
+    return (f"{first} {word} {second}{joint} {number(row['test_diff_mean'])} official test points over "
+            f"{row['seeds_paired']} paired seeds (95{chr(92) if tex else ''}% interval {interval}; exact McNemar {p})")
 
 
 def paired_section(results: Path) -> Section:
@@ -996,24 +1030,83 @@ def paired_section(results: Path) -> Section:
     return m, {"paired": _table(PAIRED_HEADER, paired_rows(rows), "", align="lrrrrrrl")}
 
 
-def recipe_findings(results: Path) -> dict[str, str]:
+def recipe_sentence(results: Path) -> str | None:
     """How the full-budget models (seed means, plain scoring) sit against the best published 28x28 result."""
     rows = [dict(r, name=attention_model_label(r["name"]) if name == "attention" else r["name"])
             for name in ("baselines", "attention") for r in (read_summary(name, "full", results) or {}).get("rows", [])]
     if not rows:
-        return {}
+        return None
     at_28 = [(name, acc) for key, name, _, size, _, acc, _ in PUBLISHED if key == "bloodmnist" and size == 28]
     best_name, best_acc = max(at_28, key=lambda p: p[1])
     above = [r for r in rows if r["test_acc_mean"] > best_acc]
     below = [r for r in rows if r["test_acc_mean"] <= best_acc]
     accs = [r["test_acc_mean"] for r in above] or [r["test_acc_mean"] for r in rows]
     sentence = (f"At the full budget (50 epochs), {len(above)} of the {len(rows)} models stored reach "
-                f"{pct(min(accs))}--{pct(max(accs))}% mean test accuracy, above the best published "
+                f"{pct(min(accs))}-{pct(max(accs))}% mean test accuracy, above the best published "
                 f"28x28 result ({pct(best_acc, 1)}%, {best_name})")
     if below:
         sentence += "; " + _and([f"{r['name']} ({r['seeds']} seed{'s' if r['seeds'] > 1 else ''}, {pct(r['test_acc_mean'])}%)"
                                 for r in below]) + (" is not" if len(below) == 1 else " are not")
-    return {"RecipeFindings": tex_escape(sentence + ".").replace("--", "\\textendash{}").replace("28x28", "$28\\times28$")}
+    return sentence + "."
+
+
+def recipe_findings(results: Path) -> dict[str, str]:
+    sentence = recipe_sentence(results)
+    if sentence is None:
+        return {}
+    return {"RecipeFindings": re.sub(r"(\d)-(\d)", r"\1--\2", tex_escape(sentence)).replace("28$\\times$28",
+                                                                                           "$28\\times28$")}
+
+
+def findings_markdown(results: Path = Path("results")) -> str:
+    """The README's findings, one line each, from the same files as the report's abstract."""
+    from .speedrun import read_speedruns
+    lines = [recipe_sentence(results)]
+    paired = read_summary("paired", "full", results)
+    if paired:
+        by_name = {r["name"]: r for r in paired["rows"]}
+        simple = by_name.get("SimpleCNN vs DeepEfficientNet")
+        if simple and simple["seeds_paired"]:
+            lines.append("A larger model is not a better one: " + pair_sentence(
+                simple, f"SimpleCNN ({simple['variant_params'] / 1e6:.2f}M parameters)",
+                f"DeepEfficientNet ({simple['base_params'] / 1e6:.2f}M)", tex=False) + ".")
+        lines.append(attention_findings(paired["rows"]))
+    if speedruns := read_speedruns(results / "speedrun"):
+        tests = [r["test"]["acc"] for r in speedruns]
+        seconds = [r["wall_seconds"] for r in speedruns]
+        lines.append(f"The speedrun reaches {100 * sum(tests) / len(tests):.2f}% mean test accuracy over {len(tests)} "
+                     f"seeds in {sum(seconds) / len(seconds):.0f} s (longest {max(seconds):.0f} s) on {speedruns[0]['cpu']}, "
+                     f"{speedruns[0]['threads']} threads.")
+    pcam = read_summary("pcam", "cpu", results)
+    if pcam:
+        final = pcam["tta"]["study"] if pcam["tta"]["kept"] else pcam["runs"][pcam["final"]]
+        lines.append(f"PatchCamelyon stays below its targets (AUC {pcam['targets']['auc']:g}, accuracy "
+                     f"{100 * pcam['targets']['acc']:g}%): with {100 * final['train_n'] / PCAM_TRAIN_PATCHES:.1f}% of its "
+                     f"training patches the validation-chosen model reaches test AUC {final['test_at_0.5']['auc']:.4f} "
+                     f"and {100 * final['test_at_0.5']['acc']:.1f}% accuracy." if "not met" in pcam["verdict"].values() else
+                     f"PatchCamelyon meets its targets: test AUC {final['test_at_0.5']['auc']:.4f}.")
+    return "\n".join(f"- {line}" for line in lines if line) or "(no stored result yet)"
+
+
+def headline_markdown(results: Path = Path("results")) -> str:
+    """The README's headline table: the best published 28x28 result, then ours (full budget and the speedrun)."""
+    at_28 = [(name, acc) for key, name, _, size, _, acc, _ in PUBLISHED if key == "bloodmnist" and size == 28]
+    best_name, best_acc = max(at_28, key=lambda p: p[1])
+    lines = ["| model | parameters | seeds | official test accuracy | how |", "|---|---|---|---|---|",
+             f"| {best_name} | | | {100 * best_acc:.1f}% | best published 28x28 result (MedMNIST v2) |"]
+    baselines = read_summary("baselines", "full", results)
+    rows = sorted((baselines or {}).get("rows", []), key=lambda r: -r["test_acc_mean"])
+    from .speedrun import read_speedruns
+    for r in [r for r in rows if r["seeds"] > 1][:3]:
+        lines.append(f"| {r['name']} | {r['params'] / 1e6:.2f}M | {r['seeds']} | {100 * r['test_acc_mean']:.2f}% "
+                     f"± {100 * r['test_acc_std']:.2f} | 50 epochs, one recipe, chosen on validation |")
+    if speedruns := read_speedruns(results / "speedrun"):
+        tests = [r["test"]["acc"] for r in speedruns]
+        sd = (sum((t - sum(tests) / len(tests)) ** 2 for t in tests) / (len(tests) - 1)) ** 0.5 if len(tests) > 1 else 0
+        lines.append(f"| SimpleCNN speedrun | {speedruns[0]['params'] / 1e6:.2f}M | {len(tests)} | "
+                     f"{100 * sum(tests) / len(tests):.2f}% ± {100 * sd:.2f} | {speedruns[0]['config']['epochs']} epochs "
+                     f"on 2 CPU cores, with TTA ([speedrun](#the-speedrun)) |")
+    return "\n".join(lines)
 
 
 # The studies of the budgets table, in the report's order: (label, summary name, profile).
@@ -1317,8 +1410,8 @@ def main(argv=None):
         check_run_records(args.results, intervals=("test",))
     except InvalidRunRecord as error:
         parser.exit(1, f"report: {error}\n")
-    changed = update_readme(Path(args.readme), args.results)
-    print(f"{args.readme}: results table {'updated' if changed else 'already current'}")
+    changed = update_documents(Path(args.readme), args.results)
+    print(f"generated blocks: {', '.join(map(str, changed)) + ' updated' if changed else 'already current'}")
     written = write_latex(Path(args.results).parent, args.latex)
     print(f"{args.latex}: wrote {', '.join(p.name for p in written)}")
 
