@@ -20,3 +20,155 @@ def test_derived_numbers_differing_in_float_noise_are_written_as_the_same_bytes(
     assert json.loads(text) == {"rows": [{"acc": 0.97, "n": 3421, "kept": True, "name": "SimpleCNN"}]}
     # Rounding keeps what a reader of a summary uses: far more digits than any table prints.
     assert abs(json.loads(as_json({"x": intel}))["x"] - intel) < 1e-9
+
+
+# --- no command replaces a file it was not asked to create -----------------------------------------------------------
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+
+def _checkpoint(folder: Path, input_size: int = 28, name: str = "run", **meta) -> Path:
+    """A tiny SimpleCNN checkpoint (8 classes, trained at ``input_size``) with its run's predictions beside it."""
+    from utils.models import build_model, save_checkpoint
+    from utils.storage import save_npz
+    torch.manual_seed(0)
+    meta = {"dataset": "bloodmnist", "class_names": [f"c{i}" for i in range(8)], "input_size": input_size,
+            "run": name, **meta}
+    path = save_checkpoint(folder / f"{name}.pt", build_model("simple_cnn", 8, width=8).eval(), meta)
+    val_probs = np.random.default_rng(0).dirichlet(np.ones(8), 64).astype(np.float32)
+    save_npz(path.with_suffix(".npz"), val_probs=val_probs, val_labels=np.arange(64) % 8)
+    return path
+
+
+def _images(folder: Path, sizes=((28, 28),)) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (w, h) in enumerate(sizes):
+        paths.append(folder / f"{i}_{w}x{h}.png")
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(paths[-1])
+    return paths
+
+
+def _files(folder: Path) -> dict:
+    """Every file under ``folder`` (hidden and temporary ones too) -> (bytes, mtime): what a refusal must not change."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def _command(module: str, argv: list[str], capsys) -> tuple[int, str, str]:
+    """``python -m utils.<module> ARGV`` in this process: (exit status, stdout, stderr)."""
+    import importlib
+    try:
+        code = importlib.import_module(f"utils.{module}").main(argv) or 0
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _refused(code, err, prog: str, says: str):
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"python -m utils.{prog}: error: ") and says in err, err
+
+
+def _no_export(*args, **kwargs):
+    pytest.fail("the export ran before its output was checked")
+
+
+OUTPUTS = {  # what the user names -> what the refusal says
+    "the-checkpoint": ("{ckpt}", "which this command reads"),
+    "its-predictions": ("{ckpt_npz}", "which this command reads"),
+    "a-link-to-it": ("{link}", "which this command reads"),
+    "the-same-via-dotdot": ("{tmp}/sub/../run.pt", "which this command reads"),
+    "an-existing-file": ("{notes}", "exists; pass --force to replace it"),
+    "a-folder": ("{folder}", "is a folder; give the name of a file"),
+    "under-a-file": ("{notes}/x.out", "lies under the file"),
+}
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["", "force"])
+@pytest.mark.parametrize("command", ["export", "predict"])
+@pytest.mark.parametrize("output", list(OUTPUTS))
+def test_no_command_replaces_a_file_it_reads_or_was_not_asked_to_replace(tmp_path, capsys, monkeypatch, command,
+                                                                         output, force):
+    if force and output == "an-existing-file":
+        pytest.skip("with --force an existing output is replaced: the next test")
+    ckpt = _checkpoint(tmp_path)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "notes").write_text("my notes\n")
+    (tmp_path / "link").symlink_to(ckpt)
+    image = _images(tmp_path / "images")[0]
+    target, says = OUTPUTS[output]
+    target = target.format(ckpt=ckpt, ckpt_npz=ckpt.with_suffix(".npz"), link=tmp_path / "link", tmp=tmp_path,
+                           notes=tmp_path / "notes", folder=tmp_path / "folder")
+    monkeypatch.setattr(torch.onnx, "export", _no_export)
+    monkeypatch.setattr("utils.predict.predict_files", _no_export)
+    before = _files(tmp_path)
+    argv = {"export": ["--checkpoint", str(ckpt), "--onnx", target],
+            "predict": ["--checkpoint", str(ckpt), str(image), "--out", target]}[command] + ["--force"] * force
+    code, out, err = _command(command, argv, capsys)
+    _refused(code, err, command, says)
+    assert _files(tmp_path) == before, "a file was replaced, or a temporary one left"
+
+
+def test_predict_out_is_never_an_image_it_reads_and_force_replaces_another_file(tmp_path, capsys):
+    ckpt = _checkpoint(tmp_path)
+    images = _images(tmp_path / "images", [(28, 28), (28, 28)])
+    before = _files(tmp_path)
+    code, _, err = _command("predict", ["--checkpoint", str(ckpt), str(tmp_path / "images"), "--out", str(images[1]),
+                                        "--force"], capsys)
+    _refused(code, err, "predict", f"{images[1]} is {images[1]}, which this command reads")
+    assert _files(tmp_path) == before
+    out = tmp_path / "p.csv"
+    out.write_text("old\n")
+    code, _, err = _command("predict", ["--checkpoint", str(ckpt), str(tmp_path / "images"), "--out", str(out),
+                                        "--force"], capsys)
+    assert code == 0 and out.read_text().startswith("file,prediction"), err
+    assert not [p for p in tmp_path.rglob(".*") if p.is_file()], "a temporary file was left"
+
+
+@pytest.mark.parametrize("command", ["export", "predict", "train"])
+def test_an_output_folder_that_cannot_be_written_is_refused_before_the_work(tmp_path, capsys, monkeypatch, command):
+    # Tests may run as root, whom file permissions do not stop: the folder is made unwritable by os.access's
+    # answer, which is what the command consults (a read-only mount gives the same answer to root).
+    ckpt = _checkpoint(tmp_path)
+    image = _images(tmp_path / "images")[0]
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path) == locked
+                        else real_access(path, mode, **kw))
+    monkeypatch.setattr(torch.onnx, "export", _no_export)
+    monkeypatch.setattr("utils.predict.predict_files", _no_export)
+    monkeypatch.setattr("utils.experiment.run_training", _no_export)
+    monkeypatch.setattr("utils.train.run_training", _no_export)
+    before = _files(tmp_path)
+    argv = {"export": ["--checkpoint", str(ckpt), "--onnx", str(locked / "m.onnx")],
+            "predict": ["--checkpoint", str(ckpt), str(image), "--out", str(locked / "p.csv")],
+            "train": ["--model", "simple_cnn", "--profile", "smoke", "--out", str(locked / "runs")]}[command]
+    code, _, err = _command(command, argv, capsys)
+    _refused(code, err, command, f"cannot write in {locked}")
+    assert _files(tmp_path) == before
+
+
+def test_a_failed_export_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from utils.export import export_onnx
+
+    class Program:
+        def save(self, path):
+            Path(path).write_bytes(b"half an onnx file")
+            raise OSError("the exporter failed part way")
+
+    ckpt = _checkpoint(tmp_path)
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: Program())
+    before = _files(tmp_path)
+    with pytest.raises(OSError, match="part way"):
+        export_onnx(ckpt, tmp_path / "m.onnx")
+    assert _files(tmp_path) == before

@@ -50,11 +50,11 @@ def gpu_share(text: str) -> float:
 
 
 def output_folder(text: str) -> str:
-    """A folder to write into: it may not exist yet (it is created), but it may not be a file."""
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a file; give a folder (created if missing)")
-    for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            raise argparse.ArgumentTypeError(f"{text} lies under the file {parent}; give a folder (created if missing)")
+    """A folder to write into: it may not exist yet (it is created), but it may not be a file, lie under one, or be
+    where this process cannot write (``utils.storage.claim_folder``)."""
+    from .storage import OutputError, claim_folder
+    try:
+        claim_folder(text)
+    except OutputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return text

@@ -1,5 +1,5 @@
-"""`python -m utils.predict --checkpoint RUN.pt IMAGES... [--out FILE] [--json] [--threshold T]`: one row per image
-(file, predicted class, its probability, the top 3, whether the model abstains), as CSV (default) or JSON.
+"""`python -m utils.predict --checkpoint RUN.pt IMAGES... [--out FILE [--force]] [--json] [--threshold T]`: one row per
+image (file, predicted class, its probability, the top 3, whether the model abstains), as CSV (default) or JSON.
 
 IMAGES are files or folders (searched recursively for .png, .jpg, .jpeg, .tif, .tiff). MedMNIST v2 made BloodMNIST
 by cropping the centre 200x200 of each 360x363 capture and resizing it to 28x28; an image given here is taken to
@@ -17,7 +17,6 @@ a run not stored there it is computed the same way from the validation predictio
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -29,8 +28,10 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .cli import OneLineParser
 from .training import predict_proba
-from .models import CheckpointError, load_checkpoint
+from .models import CheckpointError, checkpoint_files, load_checkpoint
+from .storage import OutputError, claim_output, write_text
 from .selective import PREDICT_COVERAGE, predict_threshold, threshold_for_coverage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -179,13 +180,20 @@ def write_images(images: torch.Tensor, folder: str | Path, scale: int = 1, names
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m utils.predict", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m utils.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="a run's .pt (results/runs/<run>.pt)")
     parser.add_argument("images", nargs="+", help="image files or folders")
     parser.add_argument("--json", action="store_true", help="print JSON (with the threshold used) instead of CSV")
-    parser.add_argument("--out", help="write to this file instead of standard output")
+    parser.add_argument("--out", help="write to this file instead of standard output (a new file, unless --force)")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists (never the checkpoint's "
+                        "files or an image read)")
     parser.add_argument("--threshold", type=float, help="abstain below this top probability (default: chosen on val)")
     args = parser.parse_args(argv)
+    if args.out:
+        try:  # before anything is predicted: never the checkpoint, its run's files or an image read
+            claim_output(args.out, args.force, inputs=[*checkpoint_files(args.checkpoint), *find_images(args.images)])
+        except OutputError as error:
+            parser.error(f"--out: {error}")
     try:
         result = predict_files(args.checkpoint, args.images, args.threshold)
     except (FileNotFoundError, CheckpointError) as error:
@@ -198,7 +206,6 @@ def main(argv=None):
         print("no validation threshold for this checkpoint: abstain is left empty", file=sys.stderr)
     text = json.dumps(result, indent=1) + "\n" if args.json else rows_as_csv(result["rows"])
     if args.out:
-        from .storage import write_text
         write_text(args.out, text)
     else:
         sys.stdout.write(text)
