@@ -172,3 +172,49 @@ def test_a_failed_export_leaves_no_temporary_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="part way"):
         export_onnx(ckpt, tmp_path / "m.onnx")
     assert _files(tmp_path) == before
+
+
+# --- one bad image never sinks the batch --------------------------------------------------------------------------
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG header that claims ``width`` x ``height`` pixels (a few dozen bytes: what a decompression bomb shows
+    PIL before it decodes anything)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+def test_an_image_pil_refuses_or_fails_on_gets_its_row_and_the_others_are_predicted(tmp_path, capsys, monkeypatch):
+    ckpt = _checkpoint(tmp_path)
+    folder = tmp_path / "images"
+    good = _images(folder, [(28, 28), (56, 56)])
+    (folder / "bomb.png").write_bytes(_png_claiming(30000, 30000))  # over twice PIL's limit: DecompressionBombError
+    (folder / "huge.png").write_bytes(_png_claiming(10000, 10000))  # over the limit: PIL only warns, then decodes
+    crashing = folder / "crashing.tif"
+    Image.new("RGB", (28, 28)).save(crashing)
+    real_open = Image.open
+
+    def open_(path, *args, **kwargs):  # a decoder that fails with an error no one listed
+        if Path(path) == crashing:
+            raise RuntimeError("the TIFF decoder gave up")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", open_)
+    out = tmp_path / "p.csv"
+    code, _, err = _command("predict", ["--checkpoint", str(ckpt), str(folder), "--out", str(out)], capsys)
+    assert code == 1, err
+    import csv
+    rows = {Path(r["file"]).name: r for r in csv.DictReader(out.read_text().splitlines())}
+    assert len(rows) == 5
+    for path in good:
+        assert rows[path.name]["prediction"] in [f"c{i}" for i in range(8)] and not rows[path.name]["error"]
+    for name, says in (("bomb.png", "too large to open safely"), ("huge.png", "too large to open safely"),
+                       ("crashing.tif", "damaged image (the TIFF decoder gave up)")):
+        assert says in rows[name]["error"] and not rows[name]["prediction"], rows[name]
+        assert f"{name}: error: {says}" in err
+    assert "Traceback" not in err

@@ -23,6 +23,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from warnings import catch_warnings, simplefilter
 
 import numpy as np
 import torch
@@ -90,19 +91,34 @@ def prepare_image(image: Image.Image, size: int, warnings: list[str] | None = No
 
 
 def load_image(path: Path, size: int) -> LoadedImage:
+    """``path`` prepared for the model, or its row's error: whatever PIL raises on one file (a decompression bomb, a
+    damaged or unknown format, a decoder's failure) stays with that file, and the others are still predicted."""
     warnings = []
     try:
-        with Image.open(path) as image:
-            image.load()
-            return LoadedImage(path, prepare_image(image, size, warnings), warnings)
+        with catch_warnings():
+            # Over Image.MAX_IMAGE_PIXELS (89 million) PIL only warns, and decoding would take gigabytes: refused too.
+            simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return LoadedImage(path, prepare_image(image, size, warnings), warnings)
     except FileNotFoundError:
         return LoadedImage(path, None, error="no such file")
     except IsADirectoryError:
         return LoadedImage(path, None, error="a folder")
+    except PermissionError:
+        return LoadedImage(path, None, error="not readable by this user (permission denied)")
     except UnidentifiedImageError:
         return LoadedImage(path, None, error="not an image PIL can read (PNG, JPEG or TIFF expected)")
-    except (OSError, ValueError, SyntaxError) as error:  # truncated or damaged data
-        return LoadedImage(path, None, error=f"damaged image ({str(error).splitlines()[0][:120]})")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        return LoadedImage(path, None, error=f"too large to open safely ({_first_line(error)}); crop or shrink it "
+                                             f"below {Image.MAX_IMAGE_PIXELS:,} pixels first")
+    except Exception as error:  # truncated or damaged data, or a decoder that fails on this file
+        return LoadedImage(path, None, error=f"damaged image ({_first_line(error)})")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:120] if text else type(error).__name__
 
 
 def abstain_threshold(checkpoint: str | Path, meta: dict) -> float | None:
