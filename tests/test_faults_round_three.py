@@ -218,3 +218,52 @@ def test_an_image_pil_refuses_or_fails_on_gets_its_row_and_the_others_are_predic
         assert says in rows[name]["error"] and not rows[name]["prediction"], rows[name]
         assert f"{name}: error: {says}" in err
     assert "Traceback" not in err
+
+
+# --- inputs the model was never meant to see are flagged ------------------------------------------------------------
+
+def test_images_unlike_the_training_images_are_flagged_by_how_much_and_the_tiny_refused(tmp_path, capsys):
+    from utils.predict import predict_files
+    pcam = _checkpoint(tmp_path, input_size=96, name="pcam")
+    blood = _checkpoint(tmp_path, input_size=28, name="blood")
+    folder = tmp_path / "images"
+    paths = dict(zip(["28", "1", "5", "8x40", "96", "1000"],
+                     _images(folder, [(28, 28), (1, 1), (5, 5), (8, 40), (96, 96), (1000, 1000)])))
+    rows = {Path(r["file"]).name: r for r in predict_files(pcam, [folder])["rows"]}
+    row = lambda key: rows[paths[key].name]
+    assert "enlarged 3.4x from 28x28: the model was trained on 96x96 images" in row("28")["warning"]
+    assert row("28")["prediction"] is not None and row("96")["warning"] is None
+    assert "enlarged 12.0x from 8x40" in row("8x40")["warning"]
+    for key, size in (("1", "1x1"), ("5", "5x5")):
+        assert row(key)["error"] == (f"{size} pixels: too small to classify (at least 8x8; the model was trained on "
+                                     f"96x96 images)") and row(key)["prediction"] is None
+    assert "shrunk 10.4x from 1000x1000" in row("1000")["warning"]
+    rows = {Path(r["file"]).name: r for r in predict_files(blood, [paths["28"], paths["96"]])["rows"]}
+    assert rows[paths["28"].name]["warning"] is None and rows[paths["96"].name]["warning"] is None  # 3.4x smaller: fine
+    code, _, err = _command("predict", ["--checkpoint", str(pcam), str(folder)], capsys)
+    assert code == 1 and "1_1x1.png: error: 1x1 pixels: too small" in err and "enlarged 3.4x" in err
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--threshold", "nan"], "argument --threshold: nan is not accepted; give a number from 0 to 1"),
+    (["--threshold", "5"], "argument --threshold: 5 is not accepted; give a number from 0 to 1"),
+    (["--threshold", "-0.1"], "argument --threshold: -0.1 is not accepted"),
+    (["--threshold", "high"], "argument --threshold: 'high' is not a number; give one from 0 to 1"),
+    (["{empty}"], "{empty}: no image files in this folder or below (.png, .jpg, .jpeg, .tif, .tiff)"),
+    (["{empty}", "{images}"], "{empty}: no image files in this folder or below"),
+], ids=["nan", "above-1", "negative", "word", "empty-folder", "one-folder-empty"])
+def test_a_threshold_outside_0_to_1_or_a_folder_without_images_gets_one_line(tmp_path, capsys, monkeypatch, args,
+                                                                             says):
+    ckpt = _checkpoint(tmp_path)
+    _images(tmp_path / "images")
+    (tmp_path / "empty" / "notes").mkdir(parents=True)
+    (tmp_path / "empty" / "notes" / "readme.txt").write_text("no images here\n")
+    monkeypatch.setattr("utils.predict.predict_files", _no_export)
+    fill = lambda text: text.replace("{empty}", str(tmp_path / "empty")).replace("{images}", str(tmp_path / "images"))
+    before = _files(tmp_path)
+    argv = ["--checkpoint", str(ckpt), *map(fill, args), "--out", str(tmp_path / "p.csv")]
+    if "--threshold" in args:
+        argv.append(str(tmp_path / "images"))
+    code, out, err = _command("predict", argv, capsys)
+    _refused(code, err, "predict", fill(says))
+    assert out == "" and _files(tmp_path) == before

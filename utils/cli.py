@@ -35,6 +35,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def probability(text: str) -> float:
+    """A number from 0 to 1 (a threshold on a probability); NaN, which every comparison fails, is refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give one from 0 to 1") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not accepted; give a number from 0 to 1")
+    return value
+
+
 def gpu_share(text: str) -> float:
     """GPUs for one run: a fraction up to 1 (0.25: four runs share a GPU), a whole number above it, or 0 for none
     (what Ray schedules: a fraction above 1 is refused by it)."""
