@@ -267,3 +267,25 @@ def test_a_threshold_outside_0_to_1_or_a_folder_without_images_gets_one_line(tmp
     code, out, err = _command("predict", argv, capsys)
     _refused(code, err, "predict", fill(says))
     assert out == "" and _files(tmp_path) == before
+
+
+# --- a Ray cluster that does not answer ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("address, says", [
+    ("127.0.0.1:1", "--address 127.0.0.1:1: cannot connect (Connection refused)"),
+    ("ray://127.0.0.1:1", "--address ray://127.0.0.1:1: cannot connect (Connection refused)"),
+    ("localhost:ray", "--address localhost:ray: not HOST:PORT (e.g. 10.0.0.5:6379) or auto"),
+], ids=["refused", "client-url", "no-port"])
+def test_a_ray_sweep_at_an_address_that_does_not_answer_stops_at_once_in_one_line(monkeypatch, address, says):
+    pytest.importorskip("ray")
+    import time
+    import ray
+    from utils.sweep import main
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray was started: it retries for minutes"))
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as exit_:
+        main(["--profile", "smoke", "--only", "imbalance", "--backend", "ray", "--address", address])
+    message = str(exit_.value.code)
+    assert time.monotonic() - started < 30 and len(message.splitlines()) == 1, message
+    assert message.startswith(f"python -m utils.sweep: error: {says}; start a cluster there"), message
+    assert "or leave --address out to start a local Ray instance" in message
