@@ -289,3 +289,115 @@ def test_a_ray_sweep_at_an_address_that_does_not_answer_stops_at_once_in_one_lin
     assert time.monotonic() - started < 30 and len(message.splitlines()) == 1, message
     assert message.startswith(f"python -m utils.sweep: error: {says}; start a cluster there"), message
     assert "or leave --address out to start a local Ray instance" in message
+
+
+# --- every bad argument, setting or file gets one line --------------------------------------------------------------
+
+def _must_not_run(*args, **kwargs):
+    pytest.fail("work started before the arguments were checked")
+
+
+@pytest.mark.parametrize("command, argv", [
+    ("train", ["--model", "simple_cnn", "--out", "{tmp}/runs"]),
+    ("sweep", ["--dry-run"]),
+    ("summaries", ["--check"]),
+    ("speedrun", ["--out", "{tmp}/speedrun"]),
+])
+def test_an_unknown_profile_gets_one_line_before_anything_loads(tmp_path, capsys, monkeypatch, command, argv):
+    monkeypatch.setenv("PROFILE", "bogus")
+    monkeypatch.chdir(tmp_path)
+    for target in ("utils.experiment.run_training", "utils.train.run_training", "utils.sweep.sweep",
+                   "utils.summaries.check_run_records", "utils.speedrun.speedrun", "utils.data.load_bloodmnist"):
+        monkeypatch.setattr(target, _must_not_run)
+    code, out, err = _command(command, [a.replace("{tmp}", str(tmp_path)) for a in argv], capsys)
+    _refused(code, err, command, "PROFILE=bogus (the environment variable) is not a profile; PROFILE is one of "
+                                 "smoke, cpu, full, or unset (full on CUDA, cpu otherwise)")
+    assert out == "" and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command, argv, says", [
+    ("train", ["--seed", "-1"], "argument --seed: -1 is not accepted; give a seed from 0 to 4294967295"),
+    ("train", ["--seed", str(2**32)], "argument --seed: 4294967296 is not accepted"),
+    ("speedrun", ["--threads", "0"], "argument --threads: 0 is not accepted; give a whole number of 1 or more"),
+    ("speedrun", ["--threads", "-1"], "argument --threads: -1 is not accepted"),
+    ("speedrun", ["--seeds", "0"], "argument --seeds: 0 is not accepted; give a whole number of 1 or more"),
+    ("speedrun", ["--out", "{file}"], "argument --out: {file} is a file; give a folder"),
+], ids=["seed-negative", "seed-too-large", "threads-0", "threads-negative", "seeds-0", "speedrun-out-file"])
+def test_a_number_that_would_be_ignored_or_fail_later_is_refused_at_parse_time(tmp_path, capsys, monkeypatch,
+                                                                               command, argv, says):
+    monkeypatch.setenv("PROFILE", "smoke")
+    file = tmp_path / "a_file"
+    file.write_text("not a folder\n")
+    for target in ("utils.experiment.run_training", "utils.train.run_training", "utils.speedrun.speedrun",
+                   "utils.data.load_bloodmnist"):
+        monkeypatch.setattr(target, _must_not_run)
+    threads = torch.get_num_threads()
+    fill = lambda text: text.replace("{file}", str(file))
+    extra = ["--model", "simple_cnn", "--out", str(tmp_path / "runs")] if command == "train" else []
+    code, _, err = _command(command, [*extra, *map(fill, argv)], capsys)
+    _refused(code, err, command, fill(says))
+    assert torch.get_num_threads() == threads and sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_a_file_where_the_profiles_output_folder_goes_gets_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("utils.train.run_training", _must_not_run)
+    (tmp_path / "build/smoke/results").mkdir(parents=True)
+    (tmp_path / "build/smoke/results/runs").write_text("a file\n")
+    before = _files(tmp_path)
+    code, _, err = _command("train", ["--model", "simple_cnn", "--profile", "smoke"], capsys)
+    _refused(code, err, "train", "build/smoke/results/runs is a file; give a folder (created if missing), or move the "
+                                 "file away (the smoke profile's default --out)")
+    assert _files(tmp_path) == before
+
+
+def _spoil_checkpoint(kind: str, ckpt: Path) -> str:
+    """Spoil ``ckpt`` (or the run's file beside it) as ``kind`` says; what the one line must say."""
+    if kind == "unknown-setting":
+        payload = torch.load(ckpt, weights_only=True)
+        payload["model_kwargs"]["width_mult"] = 2.0  # saved by a version whose SimpleCNN took it
+        torch.save(payload, ckpt)
+        return f"{ckpt}: simple_cnn saved with settings this code does not build"
+    if kind == "no-input-size":
+        payload = torch.load(ckpt, weights_only=True)
+        del payload["meta"]["input_size"]
+        torch.save(payload, ckpt)
+        return f"{ckpt}: names no input size (meta['input_size'] is None)"
+    npz = ckpt.with_suffix(".npz")
+    npz.write_bytes(npz.read_bytes()[:100])
+    return f"{npz}: the run's predictions beside the checkpoint cannot be read"
+
+
+@pytest.mark.parametrize("command", ["predict", "export"])
+@pytest.mark.parametrize("kind", ["unknown-setting", "no-input-size", "damaged-npz"])
+def test_a_checkpoint_this_code_cannot_use_is_named_in_one_line(tmp_path, capsys, monkeypatch, kind, command):
+    if command == "export" and kind == "damaged-npz":
+        pytest.skip("export does not read the predictions")
+    ckpt = _checkpoint(tmp_path)
+    says = _spoil_checkpoint(kind, ckpt)
+    image = _images(tmp_path / "images")[0]
+    monkeypatch.setattr(torch.onnx, "export", _no_export)
+    before = _files(tmp_path)
+    argv = {"predict": ["--checkpoint", str(ckpt), str(image), "--out", str(tmp_path / "p.csv")],
+            "export": ["--checkpoint", str(ckpt), "--onnx", str(tmp_path / "m.onnx")]}[command]
+    code, out, err = _command(command, argv, capsys)
+    assert code in (1, 2) and out == "" and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {says}") and ("retrain" in err or "--threshold" in err), err
+    assert _files(tmp_path) == before
+
+
+def test_a_damaged_study_summary_is_named_with_the_fix_before_the_report_writes(tmp_path, capsys):
+    from tests.conftest import REPO
+    results = tmp_path / "results"
+    (results / "runs").mkdir(parents=True)
+    summary = results / "attention" / "summary.json"
+    summary.parent.mkdir()
+    summary.write_text('{"rows": [{"model": "SimpleCNN", "acc": 0.9')  # cut short
+    readme = tmp_path / "README.md"
+    readme.write_bytes((REPO / "README.md").read_bytes())
+    before = _files(tmp_path)
+    code, out, err = _command("report", ["--readme", str(readme), "--results", str(results / "runs"),
+                                         "--latex", str(tmp_path / "generated")], capsys)
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"report: {summary}: a damaged study summary") and "`make summaries`" in err, err
+    assert _files(tmp_path) == before

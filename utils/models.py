@@ -416,8 +416,12 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[nn.Module, di
     kwargs = dict(payload["model_kwargs"])
     kwargs.pop("pretrained", None)  # the weights come from the checkpoint
     num_classes = kwargs.pop("num_classes")
-    model = build_model(payload["model_name"], num_classes, **{k: tuple(v) if isinstance(v, list) else v
-                                                                for k, v in kwargs.items()})
+    try:
+        model = build_model(payload["model_name"], num_classes, **{k: tuple(v) if isinstance(v, list) else v
+                                                                    for k, v in kwargs.items()})
+    except TypeError as error:  # a setting this code's model does not take (saved by another version)
+        raise CheckpointError(f"{path}: {payload['model_name']} saved with settings this code does not build "
+                              f"({str(error).splitlines()[0][:120]}); {retrain}") from None
     model.model_kwargs = payload["model_kwargs"]
     try:
         model.load_state_dict(payload["state_dict"])

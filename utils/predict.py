@@ -150,9 +150,14 @@ def abstain_threshold(checkpoint: str | Path, meta: dict) -> float | None:
         return stored
     npz = Path(checkpoint).with_suffix(".npz")
     if npz.is_file():
-        with np.load(npz) as predictions:
-            if "val_probs" in predictions.files:
-                return threshold_for_coverage(predictions["val_probs"].max(1), PREDICT_COVERAGE)
+        try:
+            with np.load(npz) as predictions:
+                if "val_probs" in predictions.files:
+                    return threshold_for_coverage(predictions["val_probs"].max(1), PREDICT_COVERAGE)
+        except Exception as error:  # truncated, damaged or another kind of file
+            raise CheckpointError(f"{npz}: the run's predictions beside the checkpoint cannot be read "
+                                  f"({_first_line(error)}); restore the file (git checkout, or train the run again) "
+                                  f"or pass --threshold") from None
     return None
 
 

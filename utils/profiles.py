@@ -104,12 +104,19 @@ def default_profile_name() -> str:
     return "full" if torch.cuda.is_available() else "cpu"
 
 
+class ProfileError(ValueError):
+    """A profile name that is not one of ``PROFILE_NAMES``; the message says which, where it came from and the fix."""
+
+
 def get_profile(name: str | None = None) -> Profile:
-    """The named profile, else $PROFILE, else the device default. Only entry points call it without a name."""
-    name = name or os.environ.get("PROFILE") or default_profile_name()
-    if name not in PROFILES:
-        raise ValueError(f"PROFILE must be one of {', '.join(PROFILE_NAMES)}, got {name!r}")
-    return PROFILES[name]
+    """The named profile, else $PROFILE, else the device default. Only entry points call it without a name; their
+    parser (``utils.cli.OneLineParser``) refuses a bad $PROFILE in one line before anything runs."""
+    given = name or os.environ.get("PROFILE")
+    if given and given not in PROFILES:
+        source = f"the profile {given!r}" if name else f"PROFILE={given} (the environment variable)"
+        raise ProfileError(f"{source} is not a profile; PROFILE is one of {', '.join(PROFILE_NAMES)}, or unset "
+                           f"(full on CUDA, cpu otherwise)")
+    return PROFILES[given or default_profile_name()]
 
 
 def as_profile(profile: Profile | str) -> Profile:
