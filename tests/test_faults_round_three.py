@@ -401,3 +401,58 @@ def test_a_damaged_study_summary_is_named_with_the_fix_before_the_report_writes(
     assert code == 1 and out == "" and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"report: {summary}: a damaged study summary") and "`make summaries`" in err, err
     assert _files(tmp_path) == before
+
+
+# --- a resume state file is loaded as checkpoints are ------------------------------------------------------------
+
+class _RunsCode:
+    """Unpickled, it touches a file: what a state file copied from elsewhere could do with any code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def _tiny_fit(state: Path, resume: bool, cfg=None):
+    from utils.data import ImageDataset, ImageSplit
+    from utils.models import build_model
+    from utils.training import TrainConfig, fit
+    generator = torch.Generator().manual_seed(0)
+    split = lambda n: ImageSplit(torch.randint(0, 256, (n, 3, 8, 8), generator=generator, dtype=torch.uint8),
+                                 torch.arange(n) % 2)
+    data = ImageDataset("t", ["a", "b"], {"train": split(64), "val": split(32), "test": split(16)}, "", "")
+    cfg = cfg or TrainConfig(epochs=2, batch_size=32, augment="none", warmup_epochs=0)
+    torch.manual_seed(0)
+    return fit(build_model("simple_cnn", 2, width=8), data, cfg, state_path=state, resume=resume, stop_after_epochs=1)
+
+
+def test_a_state_file_that_would_run_code_is_refused_unread_and_training_starts_over(tmp_path, capsys):
+    state, marker = tmp_path / "run.state.pt", tmp_path / "code-ran"
+    genuine = tmp_path / "genuine.state.pt"
+    _tiny_fit(genuine, resume=False)
+    payload = torch.load(genuine, weights_only=True)
+    payload["history"][0]["note"] = _RunsCode(marker)  # a real state, with one object slipped in
+    torch.save(payload, state)
+    spoiled = state.read_bytes()
+    result = _tiny_fit(state, resume=True)
+    err = capsys.readouterr().err
+    assert not marker.exists(), "the state file ran code when it was loaded"
+    assert f"{state}: cannot resume from it (it holds Python objects a training state never holds" in err, err
+    assert (tmp_path / "run.state.pt.invalid").read_bytes() == spoiled and [r["epoch"] for r in result.history] == [1]
+    assert torch.load(state, weights_only=True)["epoch"] == 1  # the new state is written from epoch 1
+
+
+@pytest.mark.parametrize("schedule, optimizer, ema", [("cosine", "adamw", 0.0), ("onecycle", "sgd", 0.9),
+                                                       ("step", "adamw", 0.9), ("constant", "sgd", 0.0)])
+def test_every_state_this_code_writes_resumes_under_weights_only(tmp_path, capsys, schedule, optimizer, ema):
+    from utils.training import TrainConfig
+    cfg = TrainConfig(epochs=2, batch_size=32, augment="none", warmup_epochs=0, schedule=schedule, optimizer=optimizer,
+                      ema_decay=ema)
+    state = tmp_path / "run.state.pt"
+    _tiny_fit(state, resume=False, cfg=cfg)
+    resumed = _tiny_fit(state, resume=True, cfg=cfg)
+    err = capsys.readouterr().err
+    assert "resuming from" in err and "cannot resume" not in err, err
+    assert [r["epoch"] for r in resumed.history] == [1, 2] and not list(tmp_path.glob("*.invalid"))
