@@ -291,6 +291,24 @@ def test_a_ray_sweep_at_an_address_that_does_not_answer_stops_at_once_in_one_lin
     assert "or leave --address out to start a local Ray instance" in message
 
 
+
+def test_a_ray_sweep_told_auto_with_no_cluster_here_stops_in_one_line(monkeypatch):
+    pytest.importorskip("ray")
+    import ray
+    from utils.sweep import main
+
+    def no_cluster(*args, **kwargs):  # what Ray raises for address="auto" where `ray start` has not run
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to by "
+                              "setting `--address` flag or `RAY_ADDRESS` environment variable.")
+
+    monkeypatch.setattr(ray, "init", no_cluster)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--profile", "smoke", "--only", "imbalance", "--backend", "ray", "--address", "auto"])
+    message = str(exit_.value.code)
+    assert message.startswith("python -m utils.sweep: error: --address auto: Could not find any running Ray "
+                              "instance.") and len(message.splitlines()) == 1, message
+
+
 # --- every bad argument, setting or file gets one line --------------------------------------------------------------
 
 def _must_not_run(*args, **kwargs):
