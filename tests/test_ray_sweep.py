@@ -136,7 +136,7 @@ def test_a_run_that_fails_every_attempt_is_named_with_its_error_and_the_others_a
     good_run, good = next(iter(plan(STUDY, "smoke").items()))
     bad = dict(good, tag="broken", model_kwargs={"no_such_argument": 1})  # build_model raises, on every attempt
     todo = {good_run: good, "broken-run": bad}
-    monkeypatch.setattr(utils.sweep, "plan", lambda names, profile: todo)
+    monkeypatch.setattr(utils.sweep, "plan", lambda names, profile, runs=None: todo)
     assert ray_sweep(STUDY) == 1
     err = capsys.readouterr().err
     failed = [line for line in err.splitlines() if "FAILED" in line]

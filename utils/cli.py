@@ -7,10 +7,27 @@ from pathlib import Path
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """``argparse`` with each error on one line (``<prog>: error: <what is wrong and what is accepted>``), exit 2."""
+    """``argparse`` with each error on one line (``<prog>: error: <what is wrong and what is accepted>``), exit 2.
+    A command that reads $PROFILE (it has a ``--profile`` option, or says ``reads_profile=True``) has it checked
+    here, with its arguments: an unknown profile is refused before anything loads."""
+
+    def __init__(self, *args, reads_profile: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reads_profile = reads_profile
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, extra = super().parse_known_args(args, namespace)
+        if (self.reads_profile or any(action.dest == "profile" for action in self._actions)) \
+                and getattr(parsed, "profile", None) is None:
+            from .profiles import ProfileError, get_profile
+            try:
+                get_profile()
+            except ProfileError as error:
+                self.error(str(error))
+        return parsed, extra
 
 
 def positive_float(text: str) -> float:
@@ -35,6 +52,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+def probability(text: str) -> float:
+    """A number from 0 to 1 (a threshold on a probability); NaN, which every comparison fails, is refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give one from 0 to 1") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not accepted; give a number from 0 to 1")
+    return value
+
+
+def seed(text: str) -> int:
+    """A random seed: a whole number from 0 to 2**32 - 1 (what NumPy's generator takes; PyTorch's takes the same)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give a seed from 0 to {2**32 - 1}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{value} is not accepted; give a seed from 0 to {2**32 - 1}")
+    return value
+
+
 def gpu_share(text: str) -> float:
     """GPUs for one run: a fraction up to 1 (0.25: four runs share a GPU), a whole number above it, or 0 for none
     (what Ray schedules: a fraction above 1 is refused by it)."""
@@ -50,11 +89,11 @@ def gpu_share(text: str) -> float:
 
 
 def output_folder(text: str) -> str:
-    """A folder to write into: it may not exist yet (it is created), but it may not be a file."""
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a file; give a folder (created if missing)")
-    for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            raise argparse.ArgumentTypeError(f"{text} lies under the file {parent}; give a folder (created if missing)")
+    """A folder to write into: it may not exist yet (it is created), but it may not be a file, lie under one, or be
+    where this process cannot write (``utils.storage.claim_folder``)."""
+    from .storage import OutputError, claim_folder
+    try:
+        claim_folder(text)
+    except OutputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return text

@@ -1,12 +1,14 @@
-"""`python -m utils.export --checkpoint RUN.pt --onnx OUT.onnx [--check] [--data-root DIR]`: the checkpoint as an
-ONNX model (``torch.onnx.export``, the dynamo exporter) that takes float32 images N x 3 x H x W in [0, 1] (uint8 / 255;
-the model normalises them itself) and returns softmax probabilities N x C, any batch size. ``--check`` runs it with
-onnxruntime on the whole official test split beside PyTorch: largest absolute difference of the probabilities,
+"""`python -m utils.export --checkpoint RUN.pt --onnx OUT.onnx [--force] [--check] [--data-root DIR]`: the checkpoint
+as an ONNX model (``torch.onnx.export``, the dynamo exporter) that takes float32 images N x 3 x H x W in [0, 1] (uint8
+/ 255; the model normalises them itself) and returns softmax probabilities N x C, any batch size. ``--check`` runs it
+with onnxruntime on the whole official test split beside PyTorch: largest absolute difference of the probabilities,
 argmax agreement, latency at batch 1 and throughput at batch 256 on the same threads. Prints one JSON object.
+
+OUT is checked before the export runs (``utils.storage.claim_output``): an existing file is replaced only with
+``--force``, and the checkpoint and its run's files (.json, .npz, .md) never are.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -18,8 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cli import OneLineParser
 from .training import predict_proba
-from .models import CheckpointError, load_checkpoint
+from .models import CheckpointError, checkpoint_files, input_size_and_classes, load_checkpoint
+from .storage import OutputError, atomic_path, claim_output
 
 OPSET = 18
 LATENCY_IMAGES, THROUGHPUT_BATCH, THROUGHPUT_BATCHES, WARMUP = 200, 256, 8, 20
@@ -36,26 +40,24 @@ class Probabilities(nn.Module):
         return torch.softmax(self.model(images).float(), 1)
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path) -> dict:
-    """Write ``out`` and say what it holds (input size, classes, opset, bytes, SHA-256)."""
+def export_onnx(checkpoint: str | Path, out: str | Path, force: bool = True) -> dict:
+    """Write ``out`` and say what it holds (input size, classes, opset, bytes, SHA-256). ``out`` may replace an
+    earlier export (``force=False``: it may not), never the checkpoint or its run's files."""
     import warnings
+    out = claim_output(out, force, inputs=checkpoint_files(checkpoint))
     model, meta = load_checkpoint(checkpoint)
-    size = int(meta["input_size"])
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    size, names = input_size_and_classes(checkpoint, meta)
     example = torch.rand(2, 3, size, size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on its own internals
         program = torch.onnx.export(Probabilities(model).eval(), (example,), dynamo=True, opset_version=OPSET,
                                     input_names=["images"], output_names=["probabilities"],
                                     dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    program.save(str(tmp))
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        program.save(str(tmp))
     return {"checkpoint": str(checkpoint), "run": meta.get("run"), "onnx": str(out), "opset": OPSET,
-            "input": f"float32 N x 3 x {size} x {size} in [0, 1]", "output": f"probabilities N x {len(meta['class_names'])}",
-            "class_names": meta["class_names"], "bytes": out.stat().st_size,
-            "sha256": hashlib.sha256(out.read_bytes()).hexdigest()}
+            "input": f"float32 N x 3 x {size} x {size} in [0, 1]", "output": f"probabilities N x {len(names)}",
+            "class_names": names, "bytes": out.stat().st_size, "sha256": hashlib.sha256(out.read_bytes()).hexdigest()}
 
 
 def onnx_session(path: str | Path, threads: int | None = None):
@@ -122,14 +124,20 @@ def check_onnx(checkpoint: str | Path, onnx_path: str | Path, images: torch.Tens
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m utils.export", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m utils.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="a run's .pt (results/runs/<run>.pt)")
-    parser.add_argument("--onnx", required=True, help="where to write the ONNX model")
+    parser.add_argument("--onnx", required=True, help="where to write the ONNX model (a new file, unless --force)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace --onnx if it exists (never the checkpoint or its run's files)")
     parser.add_argument("--check", action="store_true", help="compare with PyTorch on the whole official test split")
     parser.add_argument("--data-root", default="data")
     args = parser.parse_args(argv)
+    try:  # before the export runs: a file it would replace, a folder it cannot write in
+        claim_output(args.onnx, args.force, inputs=checkpoint_files(args.checkpoint))
+    except OutputError as error:
+        parser.error(f"--onnx: {error}")
     try:
-        result = export_onnx(args.checkpoint, args.onnx)
+        result = export_onnx(args.checkpoint, args.onnx, force=args.force)
         if args.check:
             from .data import load_dataset
             test = load_dataset(load_checkpoint(args.checkpoint)[1]["dataset"], args.data_root).splits["test"]

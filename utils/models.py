@@ -362,6 +362,30 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict) -> Path:
     return save_torch(payload, path)
 
 
+# The files beside a checkpoint that belong to its run: its record, its predictions and its model card.
+RUN_FILE_SUFFIXES = (".json", ".npz", ".md")
+
+
+def checkpoint_files(path: str | Path) -> list[Path]:
+    """A checkpoint and the files of its run beside it (a command that reads the checkpoint never writes these)."""
+    path = Path(path)
+    return [path, *(path.with_suffix(suffix) for suffix in RUN_FILE_SUFFIXES)]
+
+
+def input_size_and_classes(path: str | Path, meta: dict) -> tuple[int, list[str]]:
+    """The image size a checkpoint's model was trained at and its class names (what ``predict`` and ``export``
+    need from ``meta``), or a ``CheckpointError`` naming the file."""
+    size, names = meta.get("input_size"), meta.get("class_names")
+    fix = ("save it as utils.train does (save_checkpoint(..., meta={'input_size': N, 'class_names': [...], ...})) "
+           "or retrain it")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise CheckpointError(f"{path}: names no input size (meta['input_size'] is {size!r}), so images cannot be "
+                              f"prepared as in training; {fix}")
+    if not isinstance(names, (list, tuple)) or not names:
+        raise CheckpointError(f"{path}: names no classes (meta['class_names'] is {names!r}); {fix}")
+    return size, list(names)
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[nn.Module, dict]:
     """Rebuild a model from ``save_checkpoint``'s file (loaded with ``weights_only=True``)."""
     path = Path(path)
@@ -392,8 +416,12 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[nn.Module, di
     kwargs = dict(payload["model_kwargs"])
     kwargs.pop("pretrained", None)  # the weights come from the checkpoint
     num_classes = kwargs.pop("num_classes")
-    model = build_model(payload["model_name"], num_classes, **{k: tuple(v) if isinstance(v, list) else v
-                                                                for k, v in kwargs.items()})
+    try:
+        model = build_model(payload["model_name"], num_classes, **{k: tuple(v) if isinstance(v, list) else v
+                                                                    for k, v in kwargs.items()})
+    except TypeError as error:  # a setting this code's model does not take (saved by another version)
+        raise CheckpointError(f"{path}: {payload['model_name']} saved with settings this code does not build "
+                              f"({str(error).splitlines()[0][:120]}); {retrain}") from None
     model.model_kwargs = payload["model_kwargs"]
     try:
         model.load_state_dict(payload["state_dict"])

@@ -1,5 +1,5 @@
-"""`python -m utils.predict --checkpoint RUN.pt IMAGES... [--out FILE] [--json] [--threshold T]`: one row per image
-(file, predicted class, its probability, the top 3, whether the model abstains), as CSV (default) or JSON.
+"""`python -m utils.predict --checkpoint RUN.pt IMAGES... [--out FILE [--force]] [--json] [--threshold T]`: one row per
+image (file, predicted class, its probability, the top 3, whether the model abstains), as CSV (default) or JSON.
 
 IMAGES are files or folders (searched recursively for .png, .jpg, .jpeg, .tif, .tiff). MedMNIST v2 made BloodMNIST
 by cropping the centre 200x200 of each 360x363 capture and resizing it to 28x28; an image given here is taken to
@@ -8,8 +8,14 @@ show a cell as a BloodMNIST image does (already that crop), so it gets a centred
 filter, OpenCV's INTER_AREA), bicubic when enlarging. A 28x28 image is used pixel for pixel, and a 28x28 image
 enlarged by repeating pixels comes back exactly. Grayscale images are repeated
 into R, G and B and an alpha channel is dropped, each with a warning (the model saw only RGB blood smears);
-16-bit images are scaled to 8 bits; a multi-page TIFF gives its first page. A file that cannot be read gets a
-row with its error and no prediction; the others are still predicted (exit status 1 says some failed).
+16-bit images are scaled to 8 bits; a multi-page TIFF gives its first page. A file that cannot be read (missing,
+damaged, not an image, over PIL's decompression-bomb limit) gets a row with its error and no prediction; the others
+are still predicted (exit status 1 says some failed). A folder with no image files is refused (exit status 2).
+
+Images unlike the training images are flagged, not silently answered: under 8 pixels a side (or the model's
+smallest input) a row gets an error; enlarged to the input size, or shrunk more than 10 times, a warning that says
+by how much. The model cannot tell what an image shows: a PCam model answers a blood-cell image confidently, so read
+the warnings.
 
 ``abstain`` is "yes" when the top probability is under the threshold chosen on validation to keep
 ``utils.selective.PREDICT_COVERAGE`` of the validation images (stored in ``results/deployment/selective/``; for
@@ -17,23 +23,30 @@ a run not stored there it is computed the same way from the validation predictio
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from warnings import catch_warnings, simplefilter
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .cli import OneLineParser, probability
 from .training import predict_proba
-from .models import CheckpointError, load_checkpoint
+from .models import CheckpointError, checkpoint_files, input_size_and_classes, load_checkpoint
+from .storage import OutputError, claim_output, write_text
 from .selective import PREDICT_COVERAGE, predict_threshold, threshold_for_coverage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+# Out of what the model was trained on: an image whose shorter side is under MIN_IMAGE_SIDE pixels (or under the
+# model's own smallest input) holds no cell to classify and gets an error; one enlarged to the model's input size
+# (it holds less detail than the training images), or shrunk more than SHRINK_WARN_FACTOR times (its cell is far
+# smaller than a training image's; BloodMNIST's own 200x200 crops shrink 7.1x), is predicted with a warning.
+MIN_IMAGE_SIDE, SHRINK_WARN_FACTOR = 8, 10
 SHRINK, ENLARGE = Image.Resampling.BOX, Image.Resampling.BICUBIC
 COLUMNS = ("file", "prediction", "probability", "top3", "abstain", "warning", "error")
 
@@ -79,8 +92,14 @@ def prepare_image(image: Image.Image, size: int, warnings: list[str] | None = No
     warnings = [] if warnings is None else warnings
     image = _to_rgb(image, warnings)
     w, h = image.size
+    side = min(w, h)
+    if side < size:
+        warnings.append(f"enlarged {size / side:.1f}x from {w}x{h}: the model was trained on {size}x{size} images, "
+                        f"and this one holds less detail")
+    elif side > SHRINK_WARN_FACTOR * size:
+        warnings.append(f"shrunk {side / size:.1f}x from {w}x{h}: the model was trained on {size}x{size} images; "
+                        f"is this one cell, cropped as in training?")
     if w != h:
-        side = min(w, h)
         left, top = (w - side) // 2, (h - side) // 2
         image = image.crop((left, top, left + side, top + side))
     if image.size != (size, size):
@@ -88,20 +107,40 @@ def prepare_image(image: Image.Image, size: int, warnings: list[str] | None = No
     return np.asarray(image, dtype=np.uint8)
 
 
-def load_image(path: Path, size: int) -> LoadedImage:
+def load_image(path: Path, size: int, smallest: int = MIN_IMAGE_SIDE) -> LoadedImage:
+    """``path`` prepared for the model, or its row's error: whatever PIL raises on one file (a decompression bomb, a
+    damaged or unknown format, a decoder's failure) stays with that file, and the others are still predicted. An
+    image whose shorter side is under ``smallest`` pixels is refused."""
     warnings = []
     try:
-        with Image.open(path) as image:
-            image.load()
-            return LoadedImage(path, prepare_image(image, size, warnings), warnings)
+        with catch_warnings():
+            # Over Image.MAX_IMAGE_PIXELS (89 million) PIL only warns, and decoding would take gigabytes: refused too.
+            simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if min(image.size) < smallest:
+                    return LoadedImage(path, None, error=f"{image.width}x{image.height} pixels: too small to classify "
+                                                         f"(at least {smallest}x{smallest}; the model was trained on "
+                                                         f"{size}x{size} images)")
+                image.load()
+                return LoadedImage(path, prepare_image(image, size, warnings), warnings)
     except FileNotFoundError:
         return LoadedImage(path, None, error="no such file")
     except IsADirectoryError:
         return LoadedImage(path, None, error="a folder")
+    except PermissionError:
+        return LoadedImage(path, None, error="not readable by this user (permission denied)")
     except UnidentifiedImageError:
         return LoadedImage(path, None, error="not an image PIL can read (PNG, JPEG or TIFF expected)")
-    except (OSError, ValueError, SyntaxError) as error:  # truncated or damaged data
-        return LoadedImage(path, None, error=f"damaged image ({str(error).splitlines()[0][:120]})")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        return LoadedImage(path, None, error=f"too large to open safely ({_first_line(error)}); crop or shrink it "
+                                             f"below {Image.MAX_IMAGE_PIXELS:,} pixels first")
+    except Exception as error:  # truncated or damaged data, or a decoder that fails on this file
+        return LoadedImage(path, None, error=f"damaged image ({_first_line(error)})")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:120] if text else type(error).__name__
 
 
 def abstain_threshold(checkpoint: str | Path, meta: dict) -> float | None:
@@ -111,9 +150,14 @@ def abstain_threshold(checkpoint: str | Path, meta: dict) -> float | None:
         return stored
     npz = Path(checkpoint).with_suffix(".npz")
     if npz.is_file():
-        with np.load(npz) as predictions:
-            if "val_probs" in predictions.files:
-                return threshold_for_coverage(predictions["val_probs"].max(1), PREDICT_COVERAGE)
+        try:
+            with np.load(npz) as predictions:
+                if "val_probs" in predictions.files:
+                    return threshold_for_coverage(predictions["val_probs"].max(1), PREDICT_COVERAGE)
+        except Exception as error:  # truncated, damaged or another kind of file
+            raise CheckpointError(f"{npz}: the run's predictions beside the checkpoint cannot be read "
+                                  f"({_first_line(error)}); restore the file (git checkout, or train the run again) "
+                                  f"or pass --threshold") from None
     return None
 
 
@@ -121,9 +165,10 @@ def predict_files(checkpoint: str | Path, paths, threshold: float | None = None,
     """Rows of predictions for the images under ``paths`` (see the module's docstring), with the threshold
     used and how images were prepared."""
     model, meta = load_checkpoint(checkpoint)
-    size, names = int(meta["input_size"]), list(meta["class_names"])
+    size, names = input_size_and_classes(checkpoint, meta)
     threshold = abstain_threshold(checkpoint, meta) if threshold is None else threshold
-    loaded = [load_image(p, size) for p in find_images(paths)]
+    smallest = max(MIN_IMAGE_SIDE, getattr(model, "min_input_size", 1))
+    loaded = [load_image(p, size, smallest) for p in find_images(paths)]
     good = [item for item in loaded if item.pixels is not None]
     probs = np.zeros((0, len(names)), dtype=np.float32)
     if good:
@@ -179,15 +224,28 @@ def write_images(images: torch.Tensor, folder: str | Path, scale: int = 1, names
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m utils.predict", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m utils.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="a run's .pt (results/runs/<run>.pt)")
     parser.add_argument("images", nargs="+", help="image files or folders")
     parser.add_argument("--json", action="store_true", help="print JSON (with the threshold used) instead of CSV")
-    parser.add_argument("--out", help="write to this file instead of standard output")
-    parser.add_argument("--threshold", type=float, help="abstain below this top probability (default: chosen on val)")
+    parser.add_argument("--out", help="write to this file instead of standard output (a new file, unless --force)")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists (never the checkpoint's "
+                        "files or an image read)")
+    parser.add_argument("--threshold", type=probability,
+                        help="abstain below this top probability, from 0 to 1 (default: chosen on val)")
     args = parser.parse_args(argv)
+    images = find_images(args.images)
+    for folder in filter(Path.is_dir, map(Path, args.images)):
+        if not find_images([folder]):
+            parser.error(f"{folder}: no image files in this folder or below ({', '.join(IMAGE_SUFFIXES)}); "
+                         f"give folders or files of images")
+    if args.out:
+        try:  # before anything is predicted: never the checkpoint, its run's files or an image read
+            claim_output(args.out, args.force, inputs=[*checkpoint_files(args.checkpoint), *images])
+        except OutputError as error:
+            parser.error(f"--out: {error}")
     try:
-        result = predict_files(args.checkpoint, args.images, args.threshold)
+        result = predict_files(args.checkpoint, images, args.threshold)
     except (FileNotFoundError, CheckpointError) as error:
         parser.exit(2, f"error: {error}\n")
     for row in result["rows"]:
@@ -198,7 +256,6 @@ def main(argv=None):
         print("no validation threshold for this checkpoint: abstain is left empty", file=sys.stderr)
     text = json.dumps(result, indent=1) + "\n" if args.json else rows_as_csv(result["rows"])
     if args.out:
-        from .storage import write_text
         write_text(args.out, text)
     else:
         sys.stdout.write(text)

@@ -106,17 +106,25 @@ def default_profile_name() -> str:
     return "full" if torch.cuda.is_available() else "cpu"
 
 
+class ProfileError(ValueError):
+    """A profile name that is not one of ``PROFILE_NAMES``; the message says which, where it came from and the fix."""
+
+
 def get_profile(name: str | None = None, committed: str | None = None) -> Profile:
     """The named profile, else $PROFILE, else ``committed`` (a notebook's: the profile its outputs are committed in),
-    else the device default. Only entry points call it without a name. A notebook run in another profile than it is
-    committed in (PROFILE=cpu on a full-profile notebook) writes its figures to ``build/<profile>/figures``, so
-    they never replace the committed ones."""
-    name = name or os.environ.get("PROFILE") or committed or default_profile_name()
-    if name not in PROFILES:
-        raise ValueError(f"PROFILE must be one of {', '.join(PROFILE_NAMES)}, got {name!r}")
-    profile = PROFILES[name]
-    if committed is not None and name != committed and name != "smoke":
-        profile = replace(profile, figures=f"build/{name}/figures")
+    else the device default. Only entry points call it without a name; their parser (``utils.cli.OneLineParser``)
+    refuses a bad $PROFILE in one line before anything runs. A notebook run in another profile than it is committed in
+    (PROFILE=cpu on a full-profile notebook) writes its figures to ``build/<profile>/figures``, so they never replace
+    the committed ones."""
+    given = name or os.environ.get("PROFILE")
+    if given and given not in PROFILES:
+        source = f"the profile {given!r}" if name else f"PROFILE={given} (the environment variable)"
+        raise ProfileError(f"{source} is not a profile; PROFILE is one of {', '.join(PROFILE_NAMES)}, or unset "
+                           f"(full on CUDA, cpu otherwise)")
+    resolved = given or committed or default_profile_name()
+    profile = PROFILES[resolved]
+    if committed is not None and resolved != committed and resolved != "smoke":
+        profile = replace(profile, figures=f"build/{resolved}/figures")
     return profile
 
 

@@ -23,6 +23,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -91,14 +92,53 @@ def one_line(error: BaseException) -> str:
     return f"{type(cause).__name__}: {text[0] if text else ''}"
 
 
+# How long the sweep waits for a cluster's address to answer before it says it cannot be reached (Ray itself retries
+# for minutes, naming addresses the user never gave).
+CONNECT_TIMEOUT_S = 5.0
+
+
+class ClusterUnreachable(SystemExit):
+    """No Ray cluster answers at ``--address``. A ``SystemExit`` whose code is its one line (exit status 1): the
+    sweep's command line ends with it, not with a traceback or with Ray retrying for minutes."""
+
+    def __init__(self, address: str, reason: str):
+        super().__init__(f"python -m utils.sweep: error: --address {address}: {reason}; start a cluster there (`ray "
+                         f"start --head --port PORT` on that machine), check the host and port (`ray status` there "
+                         f"prints them), or leave --address out to start a local Ray instance")
+
+
+def check_address(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise ``ClusterUnreachable`` unless ``address`` (HOST:PORT, or ray://HOST:PORT) accepts a connection within
+    ``timeout`` seconds; "auto" and None are Ray's to resolve."""
+    if address in (None, "auto", "local"):
+        return
+    host, colon, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    host = host.strip("[]")
+    if not (colon and host and port.isdigit() and 0 < int(port) < 65536):
+        raise ClusterUnreachable(address, "not HOST:PORT (e.g. 10.0.0.5:6379) or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except TimeoutError:
+        raise ClusterUnreachable(address, f"nothing answered within {timeout:g} s") from None
+    except OSError as error:
+        raise ClusterUnreachable(address, f"cannot connect ({error.strerror or error})") from None
+
+
 def connect(address: str | None) -> bool:
     """Join the cluster at ``address`` ("auto": the one ``ray start`` started on this machine), else start a local
     Ray instance; True if this call started or joined it (and so shuts it down). A Ray already initialised in this
-    process (a test's) is used as it is."""
+    process (a test's) is used as it is. An address that does not answer stops the sweep in one line
+    (``ClusterUnreachable``) before Ray is started."""
     import ray
     if ray.is_initialized():
         return False
-    ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING)
+    check_address(address)
+    try:
+        ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING)
+    except ConnectionError as error:  # "auto" with no cluster on this machine, or a port that is not Ray's
+        if not address:
+            raise
+        raise ClusterUnreachable(address, str(error).strip().splitlines()[0]) from None
     return True
 
 

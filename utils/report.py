@@ -1406,6 +1406,13 @@ def main(argv=None):
         check_run_records(args.results, intervals=("test",))
     except InvalidRunRecord as error:
         parser.exit(1, f"report: {error}\n")
+    for path in sorted(Path(args.results).parent.rglob("summary.json")):  # and every study summary it reads
+        try:
+            if not isinstance(json.loads(path.read_text()), dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as error:
+            parser.exit(1, f"report: {path}: a damaged study summary ({str(error).splitlines()[0][:120]}); rebuild "
+                           f"it from the stored runs with `make summaries` (python -m utils.summaries)\n")
     changed = update_documents(Path(args.readme), args.results)
     print(f"generated blocks: {', '.join(map(str, changed)) + ' updated' if changed else 'already current'}")
     written = write_latex(Path(args.results).parent, args.latex)

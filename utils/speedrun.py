@@ -13,7 +13,6 @@ recipe (``utils.recipes``, the full profile) one after the other in one process,
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from .cli import OneLineParser, output_folder, positive_int
 from .data import DEFAULT_DATA_ROOT
 from .experiment import REPO_ROOT, config_hash, count_flops, cpu_model, device_name, git_commit, prepare_data
 from .metrics import classification_metrics
@@ -401,10 +401,10 @@ def print_table(records: list[dict]) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m utils.speedrun", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default 1)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, one per core)")
-    parser.add_argument("--out", type=Path, default=None,
+    parser = OneLineParser(prog="python -m utils.speedrun", description=__doc__.split("\n\n")[0], reads_profile=True)
+    parser.add_argument("--seeds", type=positive_int, default=1, help="seeds 0..N-1 (default 1)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: torch's, one per core)")
+    parser.add_argument("--out", type=output_folder, default=None,
                         help="where the records go (default: a new build/speedrun/<time>/, so nothing is replaced)")
     parser.add_argument("--search", action="store_true", help="train the candidates, validation only")
     parser.add_argument("--versus-standard", action="store_true",
@@ -418,7 +418,7 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     profile = speedrun_profile(get_profile())
-    out = args.out or Path("build/speedrun") / time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path("build/speedrun") / time.strftime("%Y%m%d-%H%M%S")
     if args.search:
         search(profile, out, args.data_root, args.force)
         print(f"chosen on validation: {choose(read_candidates(out)).label}")

@@ -1,9 +1,12 @@
-"""Every file the project writes goes through ``atomic_write``; every run trains under ``run_lock``.
+"""Every file the project writes goes through ``atomic_path`` (``atomic_write`` for bytes); every run trains under
+``run_lock``; every file or folder a user names for output is checked by ``claim_output`` / ``claim_folder``.
 
 A write goes to a hidden temporary file beside its target, is flushed to disk, then renamed over the
-target in one step: a process killed at any moment, or a full disk, leaves either the old file or the
-new one, never a part of one. A run is trained by one process at a time: a second sweep or notebook
-asking for the same run waits, then reuses what the first wrote.
+target in one step: a process killed at any moment, a failed write or a full disk leaves either the old file or the
+new one, never a part of one, and no temporary file. A run is trained by one process at a time: a second sweep or
+notebook asking for the same run waits, then reuses what the first wrote. An output a user names is checked before
+any work: it may not be a folder, an input of the command (a checkpoint, its predictions and record, an image
+read), or an existing file unless ``--force`` says to replace it, and its folder must be writable.
 """
 from __future__ import annotations
 
@@ -23,16 +26,19 @@ class StorageFullError(OSError):
     """The disk filled up while writing a result; the file being replaced is intact."""
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``."""
+class OutputError(ValueError):
+    """An output path that cannot or may not be written; the message names it and says what to do."""
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """A temporary path beside ``path`` to write (by any means: ``torch.save``, an exporter's ``save``), renamed to
+    ``path`` when the block ends; removed, with ``path`` untouched, when the block or the rename fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
     except BaseException as error:
         tmp.unlink(missing_ok=True)
@@ -42,6 +48,66 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
                                    f"{kept} and no other result was touched. Free space "
                                    f"(df -h {path.parent}) and run the same command again.") from None
         raise
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_writable(target: Path, folder: Path, fix: str) -> None:
+    """``target`` (a file or folder to be created in or as ``folder``) can be written: no file stands where a folder
+    above it must be, and the nearest existing folder is writable."""
+    existing = _nearest_existing(folder.absolute())
+    if not existing.is_dir():
+        raise OutputError(f"{target} lies under the file {existing}; {fix}, or move the file away")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{target}: cannot write in {existing} (read-only, or not this user's); {fix} where you can "
+                          f"write, or change its permissions")
+
+
+def claim_folder(folder: str | Path) -> Path:
+    """``folder`` if outputs can be written in it (it is created later if missing): refused when it, or a folder
+    above it, is a file, or when the nearest existing folder is not writable."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder} is a file; give a folder (created if missing), or move the file away")
+    _check_writable(folder, folder, "give a folder (created if missing)")
+    return folder
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist: compare where they lead
+        return a.resolve() == b.resolve()
+
+
+def claim_output(path: str | Path, force: bool = False, inputs=(), flag: str = "--force") -> Path:
+    """``path`` if the command may write it, checked before any work: not a folder, never one of ``inputs`` (the
+    files the command reads, through any link or spelling, even with ``force``), an existing file only with
+    ``force`` (``flag`` names the option that sets it), in a folder that can be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; give the name of a file to write (inside it, if it goes there)")
+    for given in map(Path, inputs):
+        if _same_file(path, given):
+            raise OutputError(f"{path} is {given}, which this command reads; give another file name "
+                              f"(it is never replaced, {flag} or not)")
+    if (path.exists() or path.is_symlink()) and not force:
+        raise OutputError(f"{path} exists; pass {flag} to replace it, or give another file name")
+    _check_writable(path, path.parent, "give a file name")
     return path
 
 

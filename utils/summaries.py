@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from .cli import OneLineParser
 from .experiment import InvalidRunRecord, check_run_records
 from .profiles import PROFILE_NAMES, Profile, as_profile, get_profile, output_dir
 from .storage import derived_json, write_text
@@ -336,8 +337,8 @@ COMMITTED_PROFILES = ("cpu", "full")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m utils.summaries", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="python -m utils.summaries", description=__doc__,  # checks $PROFILE in one line
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=PROFILE_NAMES,
                         help=f"default: $PROFILE, else the committed ones ({', '.join(COMMITTED_PROFILES)})")
     parser.add_argument("--only", nargs="+", choices=list(SUMMARIES), metavar="SUMMARY",

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 
-from .cli import OneLineParser, output_folder, positive_int
+from .cli import OneLineParser, output_folder, positive_int, seed
 from .data import DATASETS, DEFAULT_DATA_ROOT, DataIntegrityError
 from .experiment import run_training
 from .models import MODEL_NAMES
-from .profiles import PROFILE_NAMES, get_profile
+from .profiles import PROFILE_NAMES, get_profile, output_dir
 from .registry import accepts_kwarg
-from .storage import StorageFullError
+from .storage import OutputError, StorageFullError, claim_folder
 from .training import NonFiniteLossError
 
 # The models that can start from ImageNet weights (a ``pretrained`` argument).
@@ -24,7 +24,7 @@ def main(argv=None):
     parser.add_argument("--model", required=True, choices=MODEL_NAMES)
     parser.add_argument("--dataset", default="bloodmnist", choices=sorted(DATASETS))
     parser.add_argument("--profile", choices=PROFILE_NAMES, help="default: $PROFILE, else full on CUDA, cpu otherwise")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0, help="from 0 to 2**32 - 1 (default 0)")
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     parser.add_argument("--out", type=output_folder,
                         help="a folder; default: results/runs (build/smoke/results/runs in the smoke profile)")
@@ -42,8 +42,14 @@ def main(argv=None):
     extra = {"model_kwargs": {"pretrained": True}} if args.pretrained else {}
     if args.epochs:
         extra["epochs"] = args.epochs
+    profile = get_profile(args.profile)
+    if args.out is None:  # the profile's folder: checked as --out is, before the data loads
+        try:
+            claim_folder(output_dir("results", profile) / "runs")
+        except OutputError as error:
+            parser.error(f"{error} (the {profile.name} profile's default --out)")
     try:
-        record = run_training(args.model, args.dataset, get_profile(args.profile), args.seed, args.out, args.data_root,
+        record = run_training(args.model, args.dataset, profile, args.seed, args.out, args.data_root,
                               resume=True, force=args.force, train_limit=args.train_limit, **extra)
     except (FileNotFoundError, DataIntegrityError, NonFiniteLossError, StorageFullError) as error:
         parser.exit(1, f"error: {error}\n")  # the message names the file or the step, and the fix

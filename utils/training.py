@@ -281,12 +281,20 @@ def check_images(images: torch.Tensor, model: nn.Module | None = None) -> None:
 
 def _load_state(state_path: Path, device) -> dict | None:
     """The resumable state in ``state_path``, or None (with a message, the file moved aside) when it
-    cannot be read: training then starts again from the first epoch."""
+    cannot be read: training then starts again from the first epoch. It is loaded as checkpoints are
+    (``weights_only=True``): a state holds only tensors and plain values (numbers, strings, lists, dicts), so a file
+    that holds any other Python object is refused unread; unpickling it could run code."""
     try:
-        return torch.load(state_path, map_location=device, weights_only=False)
-    except Exception as error:  # a damaged file; our own writes are atomic, so someone else's doing
-        move_aside(state_path, f"cannot resume from it ({type(error).__name__}); training from epoch 1")
+        state = torch.load(state_path, map_location=device, weights_only=True)
+    except Exception as error:  # a damaged or foreign file; our own writes are atomic, so someone else's doing
+        reason = ("it holds Python objects a training state never holds, and loading them could run code (a file "
+                  "from elsewhere?)" if "Unsupported global" in str(error) else type(error).__name__)
+        move_aside(state_path, f"cannot resume from it ({reason}); training from epoch 1")
         return None
+    if not isinstance(state, dict) or not {"model", "optimizer", "history", "best", "epoch"} <= set(state):
+        move_aside(state_path, "cannot resume from it: not a training state of this code; training from epoch 1")
+        return None
+    return state
 
 
 class EagerStep:
