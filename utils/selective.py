@@ -22,7 +22,7 @@ from sklearn.metrics import accuracy_score, log_loss
 
 from .metrics import apply_temperature, expected_calibration_error, fit_temperature
 from .release import DEPLOYMENT_ROOT, RELEASED_PROFILE, by_model, provenance, released_records
-from .storage import write_json
+from .storage import derived_json, write_text
 
 COVERAGES = (0.90, 0.95)
 # The coverage whose validation threshold ``predict`` abstains below.
@@ -149,7 +149,8 @@ def write_selective_studies(records: list[dict] | None = None, root: Path = DEPL
         study = {"model": model, "profile": group[0]["profile"], "dataset": group[0]["dataset"],
                  "coverages": list(COVERAGES), "predict_coverage": PREDICT_COVERAGE, **model_study(group)}
         study["scoring"] = provenance(started)
-        written[model] = write_json(study_path(model, group[0]["profile"], root), study, default=float)
+        # Derived from stored predictions: written rounded, so two CPUs write the same numbers (storage.round_derived).
+        written[model] = write_text(study_path(model, group[0]["profile"], root), derived_json(study))
     return written
 
 
