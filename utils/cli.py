@@ -22,9 +22,10 @@ class OneLineParser(argparse.ArgumentParser):
         parsed, extra = super().parse_known_args(args, namespace)
         if (self.reads_profile or any(action.dest == "profile" for action in self._actions)) \
                 and getattr(parsed, "profile", None) is None:
-            from .profiles import ProfileError, get_profile
+            import os
+            from .profiles import ProfileError, check_profile_name
             try:
-                get_profile()
+                check_profile_name(os.environ.get("PROFILE"))
             except ProfileError as error:
                 self.error(str(error))
         return parsed, extra

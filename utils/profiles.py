@@ -110,6 +110,15 @@ class ProfileError(ValueError):
     """A profile name that is not one of ``PROFILE_NAMES``; the message says which, where it came from and the fix."""
 
 
+def check_profile_name(given: str | None, from_environment: bool = True) -> None:
+    """Refuse a profile name that is not one of ``PROFILE_NAMES`` (None: unset, the device default), naming where it
+    came from and the fix."""
+    if given and given not in PROFILES:
+        source = f"PROFILE={given} (the environment variable)" if from_environment else f"the profile {given!r}"
+        raise ProfileError(f"{source} is not a profile; PROFILE is one of {', '.join(PROFILE_NAMES)}, or unset "
+                           f"(full on CUDA, cpu otherwise)")
+
+
 def get_profile(name: str | None = None, committed: str | None = None) -> Profile:
     """The named profile, else $PROFILE, else ``committed`` (a notebook's: the profile its outputs are committed in),
     else the device default. Only entry points call it without a name; their parser (``utils.cli.OneLineParser``)
@@ -117,10 +126,7 @@ def get_profile(name: str | None = None, committed: str | None = None) -> Profil
     (PROFILE=cpu on a full-profile notebook) writes its figures to ``build/<profile>/figures``, so they never replace
     the committed ones."""
     given = name or os.environ.get("PROFILE")
-    if given and given not in PROFILES:
-        source = f"the profile {given!r}" if name else f"PROFILE={given} (the environment variable)"
-        raise ProfileError(f"{source} is not a profile; PROFILE is one of {', '.join(PROFILE_NAMES)}, or unset "
-                           f"(full on CUDA, cpu otherwise)")
+    check_profile_name(given, from_environment=not name)
     resolved = given or committed or default_profile_name()
     profile = PROFILES[resolved]
     if committed is not None and resolved != committed and resolved != "smoke":
