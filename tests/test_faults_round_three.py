@@ -31,6 +31,14 @@ import pytest
 import torch
 from PIL import Image
 
+# Imported before any test patches what they import by name (`from .experiment import run_training`): a module first
+# imported under a monkeypatch would keep the stand-in after the patch is undone, and fail later tests in this worker.
+import utils.export  # noqa: E402,F401
+import utils.predict  # noqa: E402,F401
+import utils.speedrun  # noqa: E402,F401
+import utils.sweep  # noqa: E402,F401
+import utils.train  # noqa: E402,F401
+
 
 def _checkpoint(folder: Path, input_size: int = 28, name: str = "run", **meta) -> Path:
     """A tiny SimpleCNN checkpoint (8 classes, trained at ``input_size``) with its run's predictions beside it."""
