@@ -1074,7 +1074,7 @@ def findings_markdown(results: Path = Path("results")) -> str:
         by_name = {r["name"]: r for r in paired["rows"]}
         simple = by_name.get("SimpleCNN vs DeepEfficientNet")
         if simple and simple["seeds_paired"]:
-            lines.append("A larger model is not a better one: " + pair_sentence(
+            lines.append("Our main model is not the best one: " + pair_sentence(
                 simple, f"SimpleCNN ({simple['variant_params'] / 1e6:.2f}M parameters)",
                 f"DeepEfficientNet ({simple['base_params'] / 1e6:.2f}M)", tex=False) + ".")
         lines.append(attention_findings(paired["rows"]))
