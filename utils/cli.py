@@ -31,48 +31,40 @@ class OneLineParser(argparse.ArgumentParser):
         return parsed, extra
 
 
+def _checked(text: str, convert, accepted, unreadable: str, refused: str, shown=str):
+    """``convert(text)`` where ``accepted`` holds for it; else the argparse error: ``'text' is not <unreadable>`` when
+    it does not convert, ``<shown(value)> is not accepted; <refused>`` when it is out of range."""
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {unreadable}") from None
+    if not accepted(value):
+        raise argparse.ArgumentTypeError(f"{shown(value)} is not accepted; {refused}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """A number above 0 (minutes, seconds)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give one above 0") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value:g} is not accepted; give a number above 0")
-    return value
+    return _checked(text, float, lambda v: v > 0, "a number; give one above 0", "give a number above 0",
+                    shown=lambda v: f"{v:g}")
 
 
 def positive_int(text: str) -> int:
     """A whole number of 1 or more (epochs, images, workers): 0 or less would be ignored or mean something else."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one of 1 or more") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not accepted; give a whole number of 1 or more")
-    return value
+    return _checked(text, int, lambda v: v >= 1, "a whole number; give one of 1 or more",
+                    "give a whole number of 1 or more")
 
 
 def probability(text: str) -> float:
     """A number from 0 to 1 (a threshold on a probability); NaN, which every comparison fails, is refused."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give one from 0 to 1") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text} is not accepted; give a number from 0 to 1")
-    return value
+    return _checked(text, float, lambda v: 0 <= v <= 1, "a number; give one from 0 to 1",
+                    "give a number from 0 to 1", shown=lambda v: text)
 
 
 def seed(text: str) -> int:
     """A random seed: a whole number from 0 to 2**32 - 1 (what NumPy's generator takes; PyTorch's takes the same)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give a seed from 0 to {2**32 - 1}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"{value} is not accepted; give a seed from 0 to {2**32 - 1}")
-    return value
+    return _checked(text, int, lambda v: 0 <= v < 2**32, f"a whole number; give a seed from 0 to {2**32 - 1}",
+                    f"give a seed from 0 to {2**32 - 1}")
 
 
 def gpu_share(text: str) -> float:
