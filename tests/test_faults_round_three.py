@@ -482,3 +482,16 @@ def test_every_state_this_code_writes_resumes_under_weights_only(tmp_path, capsy
     err = capsys.readouterr().err
     assert "resuming from" in err and "cannot resume" not in err, err
     assert [r["epoch"] for r in resumed.history] == [1, 2] and not list(tmp_path.glob("*.invalid"))
+
+
+def test_the_benchmark_refuses_an_existing_out_file_before_it_measures(tmp_path, capsys, monkeypatch):
+    # A held-out variant of class 1: `utils.bench --out` replaced an existing file after minutes of timing.
+    from utils import bench
+    monkeypatch.setattr(bench, "benchmark", _no_export)
+    kept = tmp_path / "notes.json"
+    kept.write_text("mine")
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--quick", "--out", str(kept)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"{kept} exists; pass --force" in err and len(err.strip().splitlines()) == 1, err
+    assert kept.read_text() == "mine"

@@ -394,8 +394,9 @@ def cpu_threads(data_root=DEFAULT_DATA_ROOT, steps: int = 6, models=CPU_THREAD_M
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m utils.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .cli import OneLineParser
+    parser = OneLineParser(prog="python -m utils.bench", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few timed steps; under 60 s on 2 CPU cores")
     parser.add_argument("--epoch-times", action="store_true", help="seconds per epoch of every model")
     parser.add_argument("--cpu-threads", action="store_true",
@@ -404,8 +405,15 @@ def main(argv=None):
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     parser.add_argument("--fit-epochs", type=int, default=50,
                         help="full mode: epochs of the recipe timed per engine, scaled to 50 (default 50)")
-    parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--out", help="also write the JSON here (an existing file only with --force)")
+    parser.add_argument("--force", action="store_true", help="replace the --out file if it exists")
     args = parser.parse_args(argv)
+    if args.out:
+        from .storage import OutputError, claim_output
+        try:  # before minutes of benchmarking, not after
+            claim_output(args.out, args.force)
+        except OutputError as error:
+            parser.error(str(error))
     t = time.perf_counter()
     result = (epoch_times(args.data_root) if args.epoch_times else cpu_threads(args.data_root) if args.cpu_threads
               else benchmark(args.model, args.quick, args.data_root, args.fit_epochs))
