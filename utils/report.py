@@ -730,8 +730,7 @@ def pcam_section(results: Path) -> Section:
 def headline_section(results: Path) -> Section:
     """The full-budget BloodMNIST models stored so far (baselines and attention variants; every seed stored), the
     validation-chosen one, DeepEfficientNet's place among them and its TTA row."""
-    rows = [dict(r, study=name, name=attention_model_label(r["name"]) if name == "attention" else r["name"])
-            for name in ("baselines", "attention") for r in ((read_summary(name, "full", results) or {}).get("rows", []))]
+    rows = full_budget_rows(results)
     table_rows = [[tex_escape(r["name"]), str(r["seeds"]),
                    f"{r['params'] / 1e6:.2f}", f"{r['flops'] / 1e6:.0f}", pm(r["val_acc_mean"], r["val_acc_std"], r["seeds"]),
                    pm(r["test_acc_mean"], r["test_acc_std"], r["seeds"]), f"{r['test_macro_f1_mean']:.3f}",
@@ -933,12 +932,27 @@ def versions_section(results: Path) -> Section:
                                                   for v, n in versions.most_common()))}, {}
 
 
+def published_at_28() -> list[tuple[str, float]]:
+    """The published BloodMNIST test accuracies at 28x28, (name, accuracy)."""
+    return [(name, acc) for key, name, _, size, _, acc, _ in PUBLISHED if key == "bloodmnist" and size == 28]
+
+
+def best_published_at_28() -> tuple[str, float]:
+    return max(published_at_28(), key=lambda p: p[1])
+
+
+def full_budget_rows(results: Path) -> list[dict]:
+    """The full-budget BloodMNIST rows of the baselines and attention studies (seed means, plain scoring), each with
+    its study and an attention row named as the model it is."""
+    return [dict(r, study=name, name=attention_model_label(r["name"]) if name == "attention" else r["name"])
+            for name in ("baselines", "attention") for r in (read_summary(name, "full", results) or {}).get("rows", [])]
+
+
 def published_section(results: Path) -> Section:
     """The verdict and table beside the published results, and the MedMNIST v2 figures the related work cites: its
     ResNet-18 at 28x28 and its best 28x28 baseline."""
-    at_28 = [(name, acc) for key, name, _, size, _, acc, _ in PUBLISHED if key == "bloodmnist" and size == 28]
-    best_name, best_acc = max(at_28, key=lambda p: p[1])
-    resnet = dict(at_28)["ResNet-18 (28)"]
+    best_name, best_acc = best_published_at_28()
+    resnet = dict(published_at_28())["ResNet-18 (28)"]
     return ({"PublishedVerdict": published_verdict(results), "PublishedResNetAcc": pct(resnet, 1),
              "PublishedBestAcc": pct(best_acc, 1), "PublishedBestName": tex_escape(best_name)},
             {"published": published_table(results)})
@@ -1046,12 +1060,10 @@ def paired_section(results: Path) -> Section:
 
 def recipe_sentence(results: Path) -> str | None:
     """How the full-budget models (seed means, plain scoring) sit against the best published 28x28 result."""
-    rows = [dict(r, name=attention_model_label(r["name"]) if name == "attention" else r["name"])
-            for name in ("baselines", "attention") for r in (read_summary(name, "full", results) or {}).get("rows", [])]
+    rows = full_budget_rows(results)
     if not rows:
         return None
-    at_28 = [(name, acc) for key, name, _, size, _, acc, _ in PUBLISHED if key == "bloodmnist" and size == 28]
-    best_name, best_acc = max(at_28, key=lambda p: p[1])
+    best_name, best_acc = best_published_at_28()
     above = [r for r in rows if r["test_acc_mean"] > best_acc]
     below = [r for r in rows if r["test_acc_mean"] <= best_acc]
     accs = [r["test_acc_mean"] for r in above] or [r["test_acc_mean"] for r in rows]
@@ -1066,10 +1078,10 @@ def recipe_sentence(results: Path) -> str | None:
 
 def recipe_short(results: Path) -> str | None:
     """The abstract's version of ``recipe_sentence``: how many full-budget models beat the best published result."""
-    rows = [r for name in ("baselines", "attention") for r in (read_summary(name, "full", results) or {}).get("rows", [])]
+    rows = full_budget_rows(results)
     if not rows:
         return None
-    best_acc = max(acc for key, _, _, size, _, acc, _ in PUBLISHED if key == "bloodmnist" and size == 28)
+    best_acc = best_published_at_28()[1]
     above = sum(r["test_acc_mean"] > best_acc for r in rows)
     return (f"At the full budget, {above} of the {len(rows)} models stored score above the best published "
             f"$28\\times28$ result ({pct(best_acc, 1)}\\%) on the official test split.")
@@ -1116,8 +1128,7 @@ def findings_markdown(results: Path = Path("results")) -> str:
 
 def headline_markdown(results: Path = Path("results")) -> str:
     """The README's headline table: the best published 28x28 result, then ours (full budget and the speedrun)."""
-    at_28 = [(name, acc) for key, name, _, size, _, acc, _ in PUBLISHED if key == "bloodmnist" and size == 28]
-    best_name, best_acc = max(at_28, key=lambda p: p[1])
+    best_name, best_acc = best_published_at_28()
     # Every row scored in one forward pass (the speedrun, scored with TTA, has its own section).
     lines = ["| model | parameters | seeds | official test accuracy | how |", "|---|---|---|---|---|",
              f"| {best_name} | | | {100 * best_acc:.1f}% | best published 28x28 result (MedMNIST v2) |"]
