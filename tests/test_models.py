@@ -95,3 +95,17 @@ def test_input_scale_resizes_before_the_stem_and_keeps_the_weights():
         torch.testing.assert_close(scaled(x), plain(resized))
         assert not torch.allclose(scaled(x), plain(x))
     assert count_parameters(scaled) == count_parameters(plain)
+
+
+def test_pool_first_moves_the_pooling_between_the_convolutions_and_nothing_else():
+    # The speedrun's block order (airbench's conv, pool, conv): same weights, the second convolution of the first two
+    # blocks at half resolution, so fewer FLOPs; the default SimpleCNN keeps its layer names (stored checkpoints load).
+    from utils.experiment import count_flops
+    plain, pooled = build_model("simple_cnn", 8), build_model("simple_cnn", 8, pool_first=True)
+    assert [tuple(p.shape) for p in plain.parameters()] == [tuple(p.shape) for p in pooled.parameters()]
+    assert count_flops(pooled, 28) < 0.7 * count_flops(plain, 28)
+    assert isinstance(plain.features[0][2], torch.nn.MaxPool2d) and isinstance(pooled.features[0][1], torch.nn.MaxPool2d)
+    x = torch.rand(2, 3, 28, 28)
+    assert pooled.eval()(x).shape == (2, 8)
+    with pytest.raises(RuntimeError):  # the two orders are different networks: a state dict does not cross over
+        pooled.load_state_dict(plain.state_dict())
