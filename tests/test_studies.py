@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 
 from utils.models import build_model, count_parameters
@@ -241,3 +243,20 @@ def test_relabelled_ablations_keep_their_run_names():
     assert tags["batch 256 (lr 4e-3)"] == "ablation_batch_256"
     assert tags["all regularisation off (label smoothing, dropout, stochastic depth, weight decay)"] == \
         "ablation_all_regularisation_off"
+
+
+def test_at_the_full_budget_the_affine_colour_row_is_retrained_here_and_the_stored_gpu_runs_stay_a_row_of_their_own():
+    # Issue #35: the previous recipe's full-budget runs (H100, bf16, untagged) keep their names as their own row; the
+    # ablation row is trained like the others, tagged, so its name cannot be one of theirs.
+    from utils.studies import ABLATION_STUDY, PREVIOUS_RECIPE, PREVIOUS_RECIPE_RUNS
+    full = ABLATION_STUDY.runs(get_profile("full"))
+    retrained = [p for p in full if p.label == PREVIOUS_RECIPE]
+    stored = [p for p in full if p.label == PREVIOUS_RECIPE_RUNS]
+    assert [p.seed for p in retrained] == [p.seed for p in stored] == [0, 1, 2]
+    assert {p.arguments.get("tag") for p in retrained} == {"ablation_affine_colour"}
+    assert all("tag" not in p.arguments and p.arguments["augment"] == "full" for p in stored)
+    assert (Path("results/runs") / "deep_efficientnet-bloodmnist-full-s0-16269bbb26.json").is_file()
+    # At a short budget the row keeps the untagged names of the old recipe's runs, and there is no second row.
+    cpu = ABLATION_STUDY.runs(get_profile("cpu"))
+    assert not [p for p in cpu if p.label == PREVIOUS_RECIPE_RUNS]
+    assert all("tag" not in p.arguments for p in cpu if p.label == PREVIOUS_RECIPE)

@@ -94,6 +94,20 @@ def test_a_campaign_trains_the_headline_runs_first(tmp_path, monkeypatch):
     assert all("-s0-" in n for n in names[9:15]) and len(names) == len(todo) == len(set(names))
 
 
+def test_a_campaign_trains_one_seed_of_each_recipe_ingredient_before_se_off_and_the_other_seeds(tmp_path, monkeypatch):
+    # Issue #35: after the first seeds of the slow comparisons, seed 0 of each ingredient the course project credited
+    # (the affine + colour row re-measured on this device, tagged), then DeepEfficientNet's SE off, then the rest.
+    from utils.sweep import campaign_order
+    monkeypatch.chdir(tmp_path)
+    names = [n.split("-bloodmnist")[0] + n.split("-bloodmnist-full")[1][:3]
+             for n in campaign_order(plan(["ablations", "attention"], "full"))]
+    first = names.index("ablation_all_regularisation_off-s0")
+    assert names[first:first + 7] == ["ablation_all_regularisation_off-s0", "ablation_step_schedule-s0",
+                                      "ablation_no_augmentation-s0", "ablation_affine_colour-s0",
+                                      "ablation_se_off-s0", "ablation_se_off-s1", "ablation_se_off-s2"]
+    assert names.index("attention_cbam-s0") < first < names.index("attention_cbam-s1")
+
+
 def test_a_sweep_told_to_stop_after_a_while_stops_its_workers_and_trains_the_rest_next_time(tmp_path, monkeypatch,
                                                                                            capsys):
     from multiprocessing import active_children

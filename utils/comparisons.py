@@ -24,7 +24,7 @@ CONFIDENCE = 0.95
 @dataclass(frozen=True)
 class Pair:
     """One comparison: ``variant`` minus ``base``, both rows (labels) of stored records."""
-    group: str      # "attention" or "headline"
+    group: str      # "attention", "recipe" (an ingredient of DeepEfficientNet's recipe) or "headline"
     backbone: str   # what the two share ("SimpleCNN", "EfficientNet-B0", ...), or "" for headline pairs
     variant: str    # the record label whose accuracy comes first in the difference
     base: str       # the record label it is compared with
@@ -58,7 +58,7 @@ def mcnemar(variant_correct: np.ndarray, base_correct: np.ndarray) -> dict:
 
 # What the two ends of the rule are called: attention "helps" or "hurts" its backbone; of two different models (the
 # headline pairs) the first is "ahead" or "behind".
-VERDICT_WORDS = {"attention": ("helps", "hurts"), "headline": ("ahead", "behind")}
+VERDICT_WORDS = {"attention": ("helps", "hurts"), "recipe": ("helps", "hurts"), "headline": ("ahead", "behind")}
 
 
 def verdict(test_interval_points: tuple[float, float] | None, paired: int, planned: int,

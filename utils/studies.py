@@ -167,14 +167,14 @@ def _small_attention_runs(profile: Profile) -> list[PlannedRun]:
 SMALL_ATTENTION_STUDY = Study("attention_simple_cnn", _small_attention_runs)
 
 # --- Ablations (notebook 05): each entry changes one thing from the DeepEfficientNet recipe -----------------------
+ALL_REGULARISATION_OFF = "all regularisation off (label smoothing, dropout, stochastic depth, weight decay)"
 ABLATIONS: dict[str, dict] = {
     "recipe": {},
     "SE off": {"model_kwargs": {"se": False}},
     "label smoothing off": {"label_smoothing": 0.0},
     "dropout off": {"dropout": 0.0},
     "stochastic depth off": {"drop_path": 0.0},
-    "all regularisation off (label smoothing, dropout, stochastic depth, weight decay)":
-        {"label_smoothing": 0.0, "dropout": 0.0, "drop_path": 0.0, "weight_decay": 0.0},
+    ALL_REGULARISATION_OFF: {"label_smoothing": 0.0, "dropout": 0.0, "drop_path": 0.0, "weight_decay": 0.0},
     "step schedule": {"schedule": "step"},
     "constant schedule": {"schedule": "constant"},
     "one-cycle schedule": {"schedule": "onecycle"},
@@ -187,14 +187,16 @@ ABLATIONS: dict[str, dict] = {
     "batch 64": {"batch_size": 64},
     "batch 256 (lr 4e-3)": {"batch_size": 256, "lr": 4e-3},
 }
-# The row that is the recipe as it was before 50-epoch validation chose flips and turns only. Its runs keep the names
-# that recipe's runs were trained under (no tag), so the full-budget H100 runs of that recipe
-# (../shared/gpu-runs/dff1171/runs, copied unchanged into results/runs) are this row at the full budget.
+# The row that is the recipe as it was before 50-epoch validation chose flips and turns only. At a short budget its runs
+# keep the names that recipe's runs were trained under (no tag). At the full budget that name belongs to the previous
+# recipe's H100 runs in bfloat16 (../shared/gpu-runs/dff1171/runs, copied unchanged into results/runs): they stay, as
+# the row PREVIOUS_RECIPE_RUNS, and the ablation row itself is trained like the others (CPU, float32), tagged (#35).
 PREVIOUS_RECIPE = "affine + colour augmentation"
+PREVIOUS_RECIPE_RUNS = "affine + colour augmentation, the previous recipe's stored runs"
 # A row whose label names every change it makes keeps the run tag of its first, shorter label, so its runs keep
 # their names.
-ABLATION_TAGS = {"all regularisation off (label smoothing, dropout, stochastic depth, weight decay)":
-                 "all_regularisation_off", "SGD (lr 0.05, weight decay 5e-4)": "sgd", "batch 256 (lr 4e-3)": "batch_256"}
+ABLATION_TAGS = {ALL_REGULARISATION_OFF: "all_regularisation_off", "SGD (lr 0.05, weight decay 5e-4)": "sgd", "batch 256 (lr 4e-3)": "batch_256",
+                 PREVIOUS_RECIPE: "affine_colour"}
 
 
 def effective_ablations(recipe_amp: torch.dtype | None) -> dict[str, dict]:
@@ -224,10 +226,13 @@ def _ablation_runs(profile: Profile) -> list[PlannedRun]:
         if change and _is_the_recipe(change, profile):
             continue
         # With the profile's own budget the unchanged recipe is notebook 03's run: reused, not retrained.
-        tagged = (change or budget) and label != PREVIOUS_RECIPE
+        tagged = (change or budget) and not (label == PREVIOUS_RECIPE and budget)
         tag = {"tag": f"ablation_{ABLATION_TAGS.get(label, _slug(label))}"} if tagged else {}
         runs += [PlannedRun(label, "deep_efficientnet", seed, arguments={**tag, **budget, **change})
                  for seed in profile.seeds]
+        if label == PREVIOUS_RECIPE and not budget:
+            runs += [PlannedRun(PREVIOUS_RECIPE_RUNS, "deep_efficientnet", seed, arguments=change)
+                     for seed in profile.seeds]
     return runs
 
 
@@ -373,6 +378,16 @@ def run_recipe_search(profile: Profile | str) -> list[dict]:
     return run_study(RECIPE_SEARCH_STUDY, profile)
 
 
+# --- The course project's credits for the ingredients of DeepEfficientNet's recipe (issue #35), each with the ablation
+# row that removes it: (ingredient, ablation row, the claimed gain in points; None where nobody claimed one).
+RECIPE_INGREDIENTS = (
+    ("SE", "SE off", 2.5),
+    ("comprehensive regularisation", ALL_REGULARISATION_OFF, 4.38),
+    ("cosine annealing over step decay", "step schedule", 3.29),
+    ("data augmentation over normalisation alone", "no augmentation", 3.6),
+    ("flips and turns over affine + colour", PREVIOUS_RECIPE, None),
+)
+
 # --- Paired comparisons (notebook 04, the report): each (study, Pair), variant minus base, with the verdict rule of
 # utils.comparisons. Attention on each backbone against that backbone's no-attention row; DeepEfficientNet's own SE
 # (its recipe against the "SE off" ablation); the headline pairs against DeepEfficientNet.
@@ -383,6 +398,8 @@ PAIRED_COMPARISONS: tuple[tuple[str, Pair], ...] = (
       for label in list(ATTENTION_VARIANTS)[1:]),
     (ABLATION_STUDY.name, Pair("attention", "DeepEfficientNet", "recipe", "SE off", "DeepEfficientNet's own SE",
                                  "SE on")),
+    *((ABLATION_STUDY.name, Pair("recipe", "DeepEfficientNet", "recipe", row, f"DeepEfficientNet: {ingredient}"))
+      for ingredient, row, _ in RECIPE_INGREDIENTS[1:]),
     (BASELINE_STUDY.name, Pair("headline", "", "SimpleCNN", "DeepEfficientNet", "SimpleCNN vs DeepEfficientNet")),
     (BASELINE_STUDY.name, Pair("headline", "", "EfficientNet-Lite0 (ImageNet)", "DeepEfficientNet",
                                "Lite0 (ImageNet) vs DeepEfficientNet")),

@@ -83,13 +83,16 @@ def worker_threads(workers: int) -> int:
     return max(CPU_WORKER_THREADS, budget // workers) if workers < budget else CPU_WORKER_THREADS
 
 
-# A campaign that may be cut short trains what matters most first (issues #23, #33): the headline models over every
-# seed; then the attention variants on the fast backbone, seed by seed (a cut campaign leaves paired seeds); then one
-# seed of each slow comparison; then DeepEfficientNet's own SE; then the rest.
+# A campaign that may be cut short trains what matters most first (issues #23, #33, #35): the headline models over
+# every seed; then the attention variants on the fast backbone, seed by seed (a cut campaign leaves paired seeds); then
+# one seed of each slow comparison; then one seed of each recipe ingredient the course project credited; then
+# DeepEfficientNet's own SE; then the rest.
 HEADLINE_MODELS = ("deep_efficientnet", "simple_cnn", "efficientnet_lite0_pretrained")
 SMALL_BACKBONE_VARIANTS = ("simple_cnn_se", "simple_cnn_cbam", "simple_cnn_msff")
 FIRST_SEED_MODELS = ("attention_none", "attention_se", "attention_cbam", "attention_msff", "resnet18",
                      "efficientnet_lite0")
+FIRST_SEED_INGREDIENTS = ("ablation_all_regularisation_off", "ablation_step_schedule", "ablation_no_augmentation",
+                          "ablation_affine_colour")
 THEN_MODELS = ("ablation_se_off",)
 
 
@@ -104,16 +107,19 @@ def campaign_order(todo: dict[str, dict]) -> dict[str, dict]:
     def rank(kwargs: dict) -> tuple:
         kind, seed = run_kind(kwargs), kwargs["seed"]
         if kwargs["dataset"] != "bloodmnist":
-            return (5,)
+            return (6,)
         if kind in HEADLINE_MODELS:
             return 0, HEADLINE_MODELS.index(kind), seed
         if kind in SMALL_BACKBONE_VARIANTS:
             return 1, seed, SMALL_BACKBONE_VARIANTS.index(kind)
-        if kind in FIRST_SEED_MODELS and seed == as_profile(kwargs["profile"]).seeds[0]:
+        first_seed = seed == as_profile(kwargs["profile"]).seeds[0]
+        if kind in FIRST_SEED_MODELS and first_seed:
             return 2, FIRST_SEED_MODELS.index(kind)
+        if kind in FIRST_SEED_INGREDIENTS and first_seed:
+            return 3, FIRST_SEED_INGREDIENTS.index(kind)
         if kind in THEN_MODELS:
-            return 3, seed
-        return (4,)
+            return 4, seed
+        return (5,)
     return dict(sorted(todo.items(), key=lambda item: rank(item[1])))
 
 
