@@ -55,7 +55,7 @@ def test_each_run_in_the_readme_table_names_its_study_rows_and_runs_no_study_pla
                               not line.startswith("| dataset |")]
     assert len(data_rows(table)) == len(rows) and len(data_rows(history)) == len(records) - len(rows)
     # The previous recipe's H100 runs are the full-budget ablation row, not the recipe.
-    assert all(line.endswith("| ablations: affine + colour augmentation, the previous recipe's stored runs |")
+    assert all(line.endswith("| ablations: affine + colour (the previous recipe's H100 runs) |")
                for line in table.splitlines() if "H100" in line)
     # A shorter-budget run of a study row with full-budget runs is not shown among the approximations.
     full_rows = {row for r in records if r["profile"] == "full" and r["run"] in rows for row in rows[r["run"]]}

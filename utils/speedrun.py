@@ -411,9 +411,9 @@ def stored_study(profile: Profile, seeds: int = 5) -> dict:
             "profile": profile}
 
 
-def targets_sentence(records: list[dict]) -> str:
-    """Which of the targets the stored seeds of one recipe meet: mean official test accuracy >= TARGET_ACCURACY,
-    every seed within TIME_LIMIT_SECONDS (and whether within AIM_SECONDS)."""
+def target_verdicts(records: list[dict]) -> tuple[str, str]:
+    """Against the targets, in words: the mean official test accuracy against TARGET_ACCURACY ("meets the 97.5%
+    target" / "misses the 97.5% target by 0.25 points"), the longest seed against TIME_LIMIT_SECONDS and AIM_SECONDS."""
     mean = statistics.mean(r["test"]["acc"] for r in records)
     longest = max(r["wall_seconds"] for r in records)
     accuracy_verdict = (f"meets the {TARGET_ACCURACY:.1%} target" if mean >= TARGET_ACCURACY else
@@ -421,8 +421,17 @@ def targets_sentence(records: list[dict]) -> str:
     time_verdict = (f"within the {TIME_LIMIT_SECONDS} s limit" if longest <= TIME_LIMIT_SECONDS else
                     f"over the {TIME_LIMIT_SECONDS} s limit by {longest - TIME_LIMIT_SECONDS:.0f} s")
     aim = "within" if longest <= AIM_SECONDS else "not within"
+    return accuracy_verdict, f"{time_verdict} ({aim} the {AIM_SECONDS} s aim)"
+
+
+def targets_sentence(records: list[dict]) -> str:
+    """Which of the targets the stored seeds of one recipe meet: mean official test accuracy >= TARGET_ACCURACY,
+    every seed within TIME_LIMIT_SECONDS (and whether within AIM_SECONDS)."""
+    accuracy_verdict, time_verdict = target_verdicts(records)
+    mean = statistics.mean(r["test"]["acc"] for r in records)
+    longest = max(r["wall_seconds"] for r in records)
     return (f"Mean official test accuracy over {len(records)} seeds {mean:.2%}: it {accuracy_verdict}; the longest "
-            f"seed took {longest:.0f} s, {time_verdict} ({aim} the {AIM_SECONDS} s aim).")
+            f"seed took {longest:.0f} s, {time_verdict}.")
 
 
 def records_markdown(records: list[dict], precision: str) -> list[str]:

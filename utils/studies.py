@@ -192,7 +192,7 @@ ABLATIONS: dict[str, dict] = {
 # recipe's H100 runs in bfloat16 (../shared/gpu-runs/dff1171/runs, copied unchanged into results/runs): they stay, as
 # the row PREVIOUS_RECIPE_RUNS, and the ablation row itself is trained like the others (CPU, float32), tagged (#35).
 PREVIOUS_RECIPE = "affine + colour augmentation"
-PREVIOUS_RECIPE_RUNS = "affine + colour augmentation, the previous recipe's stored runs"
+PREVIOUS_RECIPE_RUNS = "affine + colour (the previous recipe's H100 runs)"
 # A row whose label names every change it makes keeps the run tag of its first, shorter label, so its runs keep
 # their names.
 ABLATION_TAGS = {ALL_REGULARISATION_OFF: "all_regularisation_off", "SGD (lr 0.05, weight decay 5e-4)": "sgd", "batch 256 (lr 4e-3)": "batch_256",
