@@ -150,18 +150,26 @@ def test_a_stopped_ray_sweep_cancels_its_tasks_and_writes_nothing_after(tmp_path
     from utils.stopping import Stopped
     monkeypatch.chdir(tmp_path)
 
+    returned = threading.Event()
+
     def stop_after_the_first_record():
         deadline = time.time() + 150
-        while not list(RUNS.glob("*.json")) and time.time() < deadline:
+        while not list(RUNS.glob("*.json")) and time.time() < deadline and not returned.is_set():
             time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGTERM)
+        if not returned.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
+    # A SIGTERM that arrives after ray_sweep has returned (it failed early on a loaded machine) must fail this test,
+    # not kill the process that runs the test suite: outside ray_sweep's own handler it is ignored.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     stopper = threading.Thread(target=stop_after_the_first_record)
     stopper.start()
     try:
         with pytest.raises(Stopped):
             ray_sweep(STUDY)
     finally:
+        returned.set()
         stopper.join()
+        signal.signal(signal.SIGTERM, previous)
     written = {path.name: path.stat().st_mtime_ns for path in RUNS.glob("*.json")}
     assert "sweep: stopped by SIGTERM" in capsys.readouterr().err
     training = [pid for pid in _descendants(os.getpid())
