@@ -941,7 +941,7 @@ def speedrun_section(results: Path) -> Section:
     test, with the side-by-side timing against the standard recipe."""
     from statistics import mean, stdev
     from .speedrun import (AIM_SECONDS, EARLIER, PRECISIONS, SEARCH_LIMIT_SECONDS, TARGET_ACCURACY, TIME_LIMIT_SECONDS,
-                           read_candidates, read_speedruns, recipe_for, search_rows, target_verdicts)
+                           read_candidates, read_speedruns, recipe_for, search_rows, stored_recipe, target_verdicts)
     folder = results / "speedrun"
     entries = read_candidates(folder, missing_ok=True)
     if not entries:
@@ -986,19 +986,12 @@ def speedrun_section(results: Path) -> Section:
     if (finding := speedrun_finding(folder)) is not None:
         m["SpeedrunShort"] = tex_escape(finding)
     earlier_folder = folder / EARLIER.name
-    if (earlier_recipe := read_earlier_recipe(earlier_folder)) and (earlier := read_speedruns(earlier_folder, earlier_recipe)):
+    if (earlier_recipe := stored_recipe(earlier_folder)) and (earlier := read_speedruns(earlier_folder, earlier_recipe)):
         m.update(SpeedrunEarlierTestAcc=pct(mean(r["test"]["acc"] for r in earlier)),
                  SpeedrunEarlierSeconds=f"{mean(r['wall_seconds'] for r in earlier):.0f}",
                  SpeedrunEarlierMachine=tex_escape(earlier[0]["cpu"]), SpeedrunEarlierRecipe=tex_escape(earlier[0]["label"]))
     return m, {"speedrun": _table(["Candidate (seed 0)", "Val acc (\\%)", "Seconds"], rows, "not measured yet",
                                   align="lrr")}
-
-
-def read_earlier_recipe(folder: Path):
-    """The recipe of the earlier speedrun's stored seeds (results/speedrun/five-minutes/), from its first record."""
-    from .speedrun import Candidate
-    first = next(iter(sorted(folder.glob("speedrun-*.json"))), None)
-    return Candidate(**json.loads(first.read_text())["recipe"]) if first else None
 
 
 def versions_section(results: Path) -> Section:
@@ -1179,15 +1172,15 @@ def recipe_findings(results: Path) -> dict[str, str]:
 def speedrun_finding(folder: Path) -> str | None:
     """The speedrun in one sentence: each precision's mean test accuracy over its seeds and its longest seed, against
     the targets."""
-    from .speedrun import PRECISIONS, TARGET_ACCURACY, TIME_LIMIT_SECONDS, read_speedruns, recipe_for
+    from .speedrun import PRECISION_WORDS, PRECISIONS, TARGET_ACCURACY, TIME_LIMIT_SECONDS, read_speedruns, recipe_for
     parts, means, longest, cpu = [], [], [], None
     for precision in reversed(PRECISIONS):  # float32 first: every x86 CPU runs it
         if records := read_speedruns(folder, recipe_for(precision)):
             means.append(sum(r["test"]["acc"] for r in records) / len(records))
             longest.append(max(r["wall_seconds"] for r in records))
-            parts.append((f"{100 * means[-1]:.2f}% test accuracy over {len(records)} seeds in float32 (every seed "
-                          f"within {longest[-1]:.0f} s)") if precision == "fp32" else
-                         f"{100 * means[-1]:.2f}% in bfloat16 (within {longest[-1]:.0f} s)")
+            parts.append((f"{100 * means[-1]:.2f}% test accuracy over {len(records)} seeds in {PRECISION_WORDS[precision]} "
+                          f"(every seed within {longest[-1]:.0f} s)") if not parts else
+                         f"{100 * means[-1]:.2f}% in {PRECISION_WORDS[precision]} (within {longest[-1]:.0f} s)")
             cpu = cpu or f"{records[0]['cpu']}, {records[0]['threads']} threads"
     if not parts:
         return None

@@ -322,6 +322,12 @@ def read_speedruns(out: Path = STORED, recipe: Candidate = SPEEDRUN, profile: Pr
     return sorted((r for r in records if r["run"] == run_name(recipe, r["seed"], profile)), key=lambda r: r["seed"])
 
 
+def stored_recipe(folder: Path) -> Candidate | None:
+    """The recipe of the speedrun records stored in ``folder`` (its first record's), e.g. the earlier five-minute one."""
+    first = next(iter(sorted(folder.glob("speedrun-*.json"))), None)
+    return Candidate(**json.loads(first.read_text())["recipe"]) if first else None
+
+
 def versus_standard(profile: Profile, out: Path, data_root=DEFAULT_DATA_ROOT, seed: int = 0,
                     force: bool = False, recipe: Candidate = SPEEDRUN) -> dict:
     """The speedrun and the standard 50-epoch SimpleCNN recipe (the full profile's, per-epoch validation and its
@@ -452,7 +458,9 @@ def records_markdown(records: list[dict], precision: str) -> list[str]:
     return lines + ["", targets_sentence(records), ""]
 
 
-PRECISION_NAMES = {"bf16": "bfloat16, where the CPU has it", "fp32": "float32, on every x86 CPU"}
+PRECISION_WORDS = {"bf16": "bfloat16", "fp32": "float32"}
+PRECISION_NAMES = {"bf16": f"{PRECISION_WORDS['bf16']}, where the CPU has it",
+                   "fp32": f"{PRECISION_WORDS['fp32']}, on every x86 CPU"}
 
 
 def readme_markdown(folder: Path = STORED) -> str:
