@@ -67,8 +67,10 @@ def test_a_stored_speedrun_is_never_replaced_without_force(tmp_path):
 def test_the_search_stores_each_candidate_once_and_resumes(tmp_path, monkeypatch):
     profile = get_profile("smoke")
     candidates = (Candidate(epochs=2), Candidate(epochs=2, tta=False), Candidate(epochs=3, precision="fp32"))
-    entries = search(profile, tmp_path, candidates=candidates)
-    assert len(entries) == 2  # the first two train the same way: TTA is only how a training is scored
+    finalists = (Candidate(epochs=2),)
+    entries = search(profile, tmp_path, candidates=candidates, finalists=finalists, seeds=(0, 1))
+    # The first two train the same way (TTA is only how a training is scored); the finalist once more, on seed 1.
+    assert sorted((e["recipe"]["epochs"], e["seed"]) for e in entries) == [(2, 0), (2, 1), (3, 0)]
     for entry in entries:
         assert 0 <= entry["val_acc"] <= 1 and 0 <= entry["val_acc_tta"] <= 1 and entry["machine"]["threads"]
         assert entry["phases"]["score_tta"] > 0 and entry["seconds_tta"] == entry["phases"]["wall"]
@@ -76,12 +78,12 @@ def test_the_search_stores_each_candidate_once_and_resumes(tmp_path, monkeypatch
     def no_training(*args, **kwargs):
         raise AssertionError("a stored candidate was trained again")
     monkeypatch.setattr(speedrun, "train_and_score", no_training)
-    assert search(profile, tmp_path, candidates=candidates) == read_candidates(tmp_path)
+    assert search(profile, tmp_path, candidates=candidates, finalists=finalists, seeds=(0, 1)) == read_candidates(tmp_path)
 
 
-def entry(epochs: int, val_acc: float, val_acc_tta: float, seconds: float, seconds_tta: float) -> dict:
+def entry(epochs: int, val_acc: float, val_acc_tta: float, seconds: float, seconds_tta: float, seed: int = 0) -> dict:
     return {"recipe": dataclasses.asdict(Candidate(epochs=epochs, tta=False)), "val_acc": val_acc, "val_acc_tta": val_acc_tta,
-            "seconds": seconds, "seconds_tta": seconds_tta, "machine": {"threads": 2, "load_average_1min": 0.0}}
+            "seconds": seconds, "seconds_tta": seconds_tta, "seed": seed, "machine": {"threads": 2, "load_average_1min": 0.0}}
 
 
 def test_choose_takes_the_best_validation_accuracy_within_the_limit():
@@ -93,6 +95,18 @@ def test_choose_takes_the_best_validation_accuracy_within_the_limit():
     assert choose(tie) == Candidate(epochs=20, tta=False)  # the faster of equals
     with pytest.raises(ValueError, match="within 50"):
         choose(entries, limit_seconds=50)
+
+
+def test_choose_takes_the_finalists_by_their_mean_over_seeds_and_their_longest_seed():
+    lucky = entry(20, 0.990, 0.990, 100, 110)  # one seed only: not a finalist
+    finalists = [entry(40, 0.975, 0.970, 200, 210), entry(40, 0.971, 0.970, 190, 240, seed=1),
+                 entry(30, 0.974, 0.960, 150, 160), entry(30, 0.974, 0.960, 150, 160, seed=1)]
+    rows = {(row["candidate"].epochs, row["candidate"].tta): row for row in speedrun.search_rows([lucky, *finalists])}
+    assert rows[40, False]["val_acc"] == pytest.approx(0.973) and rows[40, False]["seeds"] == [0, 1]
+    assert rows[40, True]["seconds"] == 240 and rows[20, False]["seeds"] == [0]
+    assert choose([lucky, *finalists], limit_seconds=300) == Candidate(epochs=30, tta=False)  # 97.4% against 97.3%
+    with pytest.raises(ValueError, match="within 145"):  # a lucky single seed does not stand in for the finalists
+        choose([lucky, *finalists], limit_seconds=145)
 
 
 def test_the_recipes_are_what_the_stored_search_chose():

@@ -941,16 +941,21 @@ def speedrun_section(results: Path) -> Section:
     test, with the side-by-side timing against the standard recipe."""
     from statistics import mean, stdev
     from .speedrun import (AIM_SECONDS, EARLIER, PRECISIONS, SEARCH_LIMIT_SECONDS, TARGET_ACCURACY, TIME_LIMIT_SECONDS,
-                           read_candidates, read_speedruns, recipe_for, search_rows, stored_recipe, target_verdicts)
+                           read_candidates, read_speedruns, recipe_for, search_rows, stored_recipe, superseded,
+                           superseded_sentence, target_verdicts)
     folder = results / "speedrun"
     entries = read_candidates(folder, missing_ok=True)
     if not entries:
-        return {}, {"speedrun": _table(["Candidate", "Val acc (\\%)", "Seconds"], [], "not measured yet")}
+        return {}, {"speedrun": _table(["Candidate", "Seeds", "Val acc (\\%)", "Seconds"], [], "not measured yet")}
     chosen = {recipe_for(precision).label: precision for precision in PRECISIONS}
     scored = {row["candidate"]: row for row in search_rows(entries)}
     rows = [[tex_escape(row["label"]) + (f" (chosen, {chosen[row['label']]})" if row["label"] in chosen else ""),
-             pct(row["val_acc"]), f"{row['seconds']:.0f}"] for row in sorted(scored.values(), key=lambda r: r["seconds"])]
+             ", ".join(map(str, row["seeds"])), pct(row["val_acc"]), f"{row['seconds']:.0f}"]
+            for row in sorted(scored.values(), key=lambda r: (len(r["seeds"]), r["seconds"]))]
+    finalists = [row for row in scored.values() if len(row["seeds"]) > 1]
     m = {"SpeedrunCandidates": str(len(rows)), "SpeedrunTrainings": str(len(entries)),
+         "SpeedrunFinalists": str(len({row["candidate"].trained_as() for row in finalists})),
+         "SpeedrunFinalistSeeds": str(max((len(row["seeds"]) for row in finalists), default=1)),
          "SpeedrunLimit": str(SEARCH_LIMIT_SECONDS), "SpeedrunTimeLimit": str(TIME_LIMIT_SECONDS),
          "SpeedrunAim": str(AIM_SECONDS), "SpeedrunTarget": pct(TARGET_ACCURACY, 1),
          "SpeedrunSearchMachine": tex_escape(f"{entries[0]['machine']['cpu']}, {entries[0]['machine']['threads']} threads")}
@@ -983,6 +988,8 @@ def speedrun_section(results: Path) -> Section:
                 f"SimpleCNN seed {versus['seed']} was trained again for this timing; its stored full-budget run, "
                 f"on {device_label(stored[0]['device'])}, reached {pct(stored[0]['test']['acc'])}% test accuracy: a "
                 "different thread count sums in a different order, so the two trainings part ways.")
+    m["SpeedrunSuperseded"] = tex_escape(" ".join(f"Also stored: {superseded_sentence(recipe, records)}."
+                                                  for recipe, records in superseded(folder)))
     if (finding := speedrun_finding(folder)) is not None:
         m["SpeedrunShort"] = tex_escape(finding)
     earlier_folder = folder / EARLIER.name
@@ -990,8 +997,8 @@ def speedrun_section(results: Path) -> Section:
         m.update(SpeedrunEarlierTestAcc=pct(mean(r["test"]["acc"] for r in earlier)),
                  SpeedrunEarlierSeconds=f"{mean(r['wall_seconds'] for r in earlier):.0f}",
                  SpeedrunEarlierMachine=tex_escape(earlier[0]["cpu"]), SpeedrunEarlierRecipe=tex_escape(earlier[0]["label"]))
-    return m, {"speedrun": _table(["Candidate (seed 0)", "Val acc (\\%)", "Seconds"], rows, "not measured yet",
-                                  align="lrr")}
+    return m, {"speedrun": _table(["Candidate", "Seeds", "Val acc (\\%)", "Seconds"], rows, "not measured yet",
+                                  align="lrrr")}
 
 
 def versions_section(results: Path) -> Section:

@@ -349,6 +349,24 @@ def read_speedruns(out: Path = STORED, recipe: Candidate = SPEEDRUN, profile: Pr
     return sorted((r for r in records if r["run"] == run_name(recipe, r["seed"], profile)), key=lambda r: r["seed"])
 
 
+def superseded(folder: Path = STORED) -> list[tuple[Candidate, list[dict]]]:
+    """The seeds stored in ``folder`` of recipes that are no longer a precision's (an earlier round of the search chose
+    them), by recipe, kept beside the current ones as what was tried."""
+    current = {recipe_for(precision) for precision in PRECISIONS}
+    groups: dict[Candidate, list[dict]] = {}
+    for path in sorted(folder.glob("speedrun-*.json")):
+        record = json.loads(path.read_text())
+        if (recipe := Candidate(**record["recipe"])) not in current:
+            groups.setdefault(recipe, []).append(record)
+    return list(groups.items())
+
+
+def superseded_sentence(recipe: Candidate, records: list[dict]) -> str:
+    return (f"{recipe.label}, chosen before the finalist round: {statistics.mean(r['test']['acc'] for r in records):.2%} "
+            f"mean official test accuracy over {len(records)} seeds, the longest {max(r['wall_seconds'] for r in records):.0f} s "
+            f"(commit {records[0]['git_commit'][:7]}, {records[0]['cpu']}, {records[0]['threads']} threads)")
+
+
 def stored_recipe(folder: Path) -> Candidate | None:
     """The recipe of the speedrun records stored in ``folder`` (its first record's), e.g. the earlier five-minute one."""
     first = next(iter(sorted(folder.glob("speedrun-*.json"))), None)
@@ -508,6 +526,8 @@ def readme_markdown(folder: Path = STORED) -> str:
                      f"standard recipe ({v['standard']['config']['epochs']} epochs in float32, validated after every "
                      f"epoch, its best epoch kept) {v['standard']['seconds']:.0f} s (test "
                      f"{v['standard']['test_acc']:.2%}): **{v['speedup']:.1f}x** faster.")
+    for recipe, records in superseded(folder):
+        lines += ["", f"Also stored in `{folder.name}/`: {superseded_sentence(recipe, records)}."]
     return "\n".join(lines).rstrip()
 
 
