@@ -337,7 +337,7 @@ MACROS = (
     "DeployEnsembleECET", "DeployEnsembleAtNinety", "DeployEnsembleCoverage",
     "HeadlineModels", "HeadlineRuns", "HeadlineDevices", "HeadlineBest", "HeadlineBestTestAcc", "HeadlineAheadSentence", "RoadGradCAM", "RoadGradCAMpp", "RoadN",
     "RoadRandom", "RoadVerdict", "PcamBudget", "TopConfusions", "DeepEffSeedsPhrase", "GradcamRun", "GradcamBudget", "ZooBest", "ZooBestTestAcc",
-    "SpeedrunCandidates", "SpeedrunTrainings", "SpeedrunLimit", "SpeedrunTimeLimit", "SpeedrunAim", "SpeedrunTarget",
+    "SpeedrunCandidates", "SpeedrunTrainings", "SpeedrunFinalists", "SpeedrunFinalistSeeds", "SpeedrunSuperseded", "SpeedrunLimit", "SpeedrunTimeLimit", "SpeedrunAim", "SpeedrunTarget",
     "SpeedrunSearchMachine", "SpeedrunSpeedup", "SpeedrunStandardSeconds", "SpeedrunVersusSeconds", "SpeedrunVersusRecipe",
     "SpeedrunVersusTestAcc", "SpeedrunStandardTestAcc", "SpeedrunVersusThreads",
     *(f"{prefix}{name}" for prefix in ("SpeedrunBf", "SpeedrunFp") for name in (
