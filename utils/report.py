@@ -242,9 +242,10 @@ MISSING = r"\textit{n/a}"
 
 
 def tex_escape(text: str) -> str:
-    """Text for a table cell, as print sets it: '1.5x input' with a times sign."""
-    return (typeset(str(text)).replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%")
+    """Text for a table cell, as print sets it: '1.5x input' with a times sign, '-0.19' with a true minus sign."""
+    text = (typeset(str(text)).replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%")
             .replace("_", r"\_").replace("#", r"\#").replace("±", r"$\pm$").replace("\u00d7", r"$\times$"))
+    return re.sub(r"(?<![\w.$])-(?=\d)", r"$-$", text)  # a sign, not a range (97.1-97.8) or a name (c7ba0c9-dirty)
 
 
 def signed(x: float, digits: int = 2) -> str:
@@ -1079,8 +1080,8 @@ def attention_findings(rows: list[dict]) -> str:
         else:
             paired, planned = sum(r["seeds_paired"] for r in group), sum(r["seeds_planned"] for r in group)
             open_.append(f"{'for ' if backbone == 'DeepEfficientNet' else 'on '}{name} ({paired} of {planned} pairs stored)")
-    parts = decided + ([f"still open {_and(open_)}"] if open_ else [])
-    return ("Attention, by a rule fixed before the test split was read: " + "; ".join(parts) + ".") if parts else ""
+    parts = decided + ([f"the verdicts are still open {_and(open_)}"] if open_ else [])
+    return ("Attention is judged by a rule fixed before the test split was read: " + "; ".join(parts) + ".") if parts else ""
 
 
 def findings_section(results: Path) -> Section:
@@ -1163,8 +1164,8 @@ def recipe_short(results: Path) -> str | None:
         return None
     best_acc = best_published_at_28()[1]
     above = sum(r["test_acc_mean"] > best_acc for r in rows)
-    return (f"At the full budget, {above} of the {len(rows)} models stored score above the best published "
-            f"$28\\times28$ result ({pct(best_acc, 1)}\\%) on the official test split.")
+    return (f"At the full budget, the mean test accuracies of {above} of the {len(rows)} models stored lie above the "
+            f"best published $28\\times28$ point estimate ({pct(best_acc, 1)}\\%) on the official test split.")
 
 
 def recipe_findings(results: Path) -> dict[str, str]:
