@@ -74,10 +74,12 @@ def test_cpu_workers_run_at_low_priority():
     import subprocess
     import sys
     code = "import os; from utils.sweep import _init_worker, CPU_WORKER_NICENESS; before = os.nice(0); " \
-           "_init_worker(1, CPU_WORKER_NICENESS); print(os.nice(0) - before, CPU_WORKER_NICENESS)"
-    raised, expected = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                      cwd=str(__import__("tests.conftest").conftest.REPO)).stdout.split()
-    assert int(raised) == int(expected) > 0
+           "_init_worker(1, CPU_WORKER_NICENESS); print(before, os.nice(0) - before, CPU_WORKER_NICENESS)"
+    before, raised, expected = map(int, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                       check=True, cwd=str(__import__("tests.conftest").conftest.REPO)
+                                                       ).stdout.split())
+    # Niceness stops at 19, so under a parent already niced (nice make test) the worker gains what is left.
+    assert expected > 0 and raised == min(expected, 19 - before) and (before == 19 or raised > 0)
 
 
 def test_a_campaign_trains_the_headline_runs_first(tmp_path, monkeypatch):
