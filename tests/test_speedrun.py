@@ -162,3 +162,31 @@ def test_the_committed_speedruns_are_what_their_predictions_give_and_the_docs_sa
             assert record["seconds"]["data"] > 0 and record["seconds"]["score_tta"] > 0
             assert record["config"]["amp"] == ("bf16" if precision == "bf16" else "off")
         assert speedrun.targets_sentence(records) in page
+
+
+def test_progressive_resizing_trains_the_first_epochs_small_and_always_ends_at_full_size():
+    profile = dataclasses.replace(get_profile("smoke"), epochs=None)  # the smoke subsets, the candidate's epochs
+    sizes = []
+
+    def record(module, inputs):
+        if module.training:
+            sizes.append(inputs[0].shape[-1])
+
+    real_build = speedrun.build_model
+
+    def recording_build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        model.register_forward_pre_hook(record)
+        return model
+
+    import unittest.mock
+    with unittest.mock.patch.object(speedrun, "build_model", recording_build):
+        speedrun.train_and_score(Candidate(epochs=3, low_res=14, low_res_epochs=2, tta=False), 0, profile,
+                                 splits=("val",))
+        steps = sizes.count(28)  # one epoch's
+        assert steps > 0 and sizes == [14] * 2 * steps + [28] * steps
+        sizes.clear()
+        speedrun.train_and_score(Candidate(epochs=2, low_res=14, low_res_epochs=5, tta=False), 0, profile,
+                                 splits=("val",))
+        assert sizes == [14] * steps + [28] * steps  # the last epoch sees the full image whatever low_res_epochs says
+    assert Candidate(epochs=3, low_res=14, low_res_epochs=2).label.endswith("the first 2 at 14 px, TTA")

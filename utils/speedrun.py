@@ -73,6 +73,8 @@ class Candidate:
     dropout: float | None = None  # None: the model's own (SimpleCNN's 0.3)
     pool_first: bool = False      # SimpleCNN's airbench-style blocks: conv, pool, conv
     batch_size: int = TrainConfig.batch_size
+    low_res: int = 0              # progressive resizing: the first low_res_epochs see each batch at low_res pixels
+    low_res_epochs: int = 0
 
     @property
     def label(self) -> str:
@@ -89,6 +91,8 @@ class Candidate:
             parts.append("pool first")
         if self.batch_size != TrainConfig.batch_size:
             parts.append(f"batch {self.batch_size}")
+        if self.low_res_epochs:
+            parts.append(f"the first {self.low_res_epochs} at {self.low_res} px")
         return ", ".join(parts) + (", TTA" if self.tta else "")
 
     def train_config(self, seed: int, profile: Profile) -> TrainConfig:
@@ -113,7 +117,7 @@ class Candidate:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in defaults or v != defaults[k]}
 
 
-LATER_FIELDS = ("lr", "label_smoothing", "dropout", "pool_first", "batch_size")
+LATER_FIELDS = ("lr", "label_smoothing", "dropout", "pool_first", "batch_size", "low_res", "low_res_epochs")
 
 
 # What the search tried, each scored on validation with and without TTA (one training, two entries). Within about
@@ -176,6 +180,20 @@ def run_name(candidate: Candidate, seed: int, profile: Profile) -> str:
     return f"speedrun-{DATASET}-{profile.name}-s{seed}-{config_hash(identity)}"
 
 
+class Resized(torch.nn.Module):
+    """``model`` fed each batch resized to ``size`` pixels a side (bilinear, antialiased): progressive resizing's early
+    epochs, where a step costs about (size / 28)^2 of a full-size one. The network is the same, so the later epochs
+    at full size train on."""
+
+    def __init__(self, model: torch.nn.Module, size: int):
+        super().__init__()
+        self.model, self.size = model, size
+
+    def forward(self, images):
+        small = torch.nn.functional.interpolate(images, size=(self.size, self.size), mode="bilinear", antialias=True)
+        return self.model(small.contiguous(memory_format=torch.channels_last))
+
+
 def train_and_score(candidate: Candidate, seed: int, profile: Profile, data_root=DEFAULT_DATA_ROOT,
                     splits: tuple[str, ...] = ("test",), untimed: tuple[str, ...] = ()) -> dict:
     """Train ``candidate`` once and score ``splits`` (plain float32 passes, plus the 8-view TTA ones where the
@@ -196,7 +214,9 @@ def train_and_score(candidate: Candidate, seed: int, profile: Profile, data_root
     stepper = build_stepper(model, loader, cfg, "eager", amp_dtype, ema=ema)
     history = []
     model.train()
+    low_res_epochs = min(candidate.low_res_epochs, cfg.epochs - 1)  # the last epoch always sees the full image
     for epoch in range(cfg.epochs):
+        stepper.step_model = Resized(model, candidate.low_res) if epoch < low_res_epochs else model
         stepper.run_epoch()
         loss, acc, first_bad = stepper.read_epoch()
         if first_bad >= 0:
