@@ -141,6 +141,10 @@ CANDIDATES = (
     Candidate(epochs=24, width=24, pool_first=True, precision="fp32"),
     Candidate(epochs=24, pool_first=True),
     Candidate(epochs=36, width=24, pool_first=True),
+    # Round five, after the finalists: progressive resizing, the first epochs at 20 pixels (about half a full step's
+    # pixels) to buy epochs, on the finalists' batch-256 recipes at about their time.
+    Candidate(epochs=66, width=16, batch_size=256, lr=3e-3, low_res=20, low_res_epochs=40),
+    Candidate(epochs=37, pool_first=True, batch_size=256, lr=3e-3, low_res=20, low_res_epochs=22),
 )
 # Round four, the finalists, each trained on every seed of SEARCH_SEEDS (one seed's validation accuracy moves by about
 # 0.2 points from seed to seed, as much as the candidates differ): each precision's recipe of round three beside batch
