@@ -121,6 +121,17 @@ def test_the_fields_added_later_leave_the_names_of_earlier_records_as_they_were(
     changed = Candidate(epochs=40, lr=4e-3)
     assert speedrun.run_name(changed, 0, get_profile("cpu")) != "speedrun-bloodmnist-cpu-s0-0a9bceab57"
     assert changed.label == "simple_cnn w32, 40 epochs, bf16, lr 0.004, TTA"
+    sgd = Candidate(epochs=40, optimizer="sgd", lr=0.1, weight_decay=5e-4)
+    cfg = sgd.train_config(0, get_profile("cpu"))
+    assert (cfg.optimizer, cfg.lr, cfg.weight_decay) == ("sgd", 0.1, 5e-4)
+    assert sgd.label == "simple_cnn w32, 40 epochs, bf16, lr 0.1, sgd, weight decay 0.0005, TTA"
+    for stored in (speedrun.STORED / "candidates.json", *speedrun.STORED.glob("speedrun-*.json")):
+        # every stored entry still hashes to its name
+        records = json.loads(stored.read_text()).get("entries") or [json.loads(stored.read_text())]
+        for record in records:
+            name = record.get("name") or record["run"]
+            profile = get_profile(record["profile"])
+            assert speedrun.run_name(Candidate(**record["recipe"]), record["seed"], profile) == name
 
 
 def test_the_targets_sentence_says_by_how_much_a_target_is_missed():

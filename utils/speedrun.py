@@ -75,6 +75,8 @@ class Candidate:
     batch_size: int = TrainConfig.batch_size
     low_res: int = 0              # progressive resizing: the first low_res_epochs see each batch at low_res pixels
     low_res_epochs: int = 0
+    optimizer: str = TrainConfig.optimizer  # adamw | sgd (Nesterov, as airbench)
+    weight_decay: float = TrainConfig.weight_decay
 
     @property
     def label(self) -> str:
@@ -93,12 +95,17 @@ class Candidate:
             parts.append(f"batch {self.batch_size}")
         if self.low_res_epochs:
             parts.append(f"the first {self.low_res_epochs} at {self.low_res} px")
+        if self.optimizer != TrainConfig.optimizer:
+            parts.append(f"{self.optimizer}")
+        if self.weight_decay != TrainConfig.weight_decay:
+            parts.append(f"weight decay {self.weight_decay:g}")
         return ", ".join(parts) + (", TTA" if self.tta else "")
 
     def train_config(self, seed: int, profile: Profile) -> TrainConfig:
         epochs = profile.epochs or self.epochs  # the smoke profile's 1 epoch
         return dataclasses.replace(TrainConfig(), epochs=epochs, seed=seed, ema_decay=self.ema_decay,
                                    amp="bf16" if self.precision == "bf16" else "off", lr=self.lr,
+                                   optimizer=self.optimizer, weight_decay=self.weight_decay,
                                    label_smoothing=self.label_smoothing, dropout=self.dropout,
                                    batch_size=profile.batch_size or self.batch_size)
 
@@ -117,7 +124,8 @@ class Candidate:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in defaults or v != defaults[k]}
 
 
-LATER_FIELDS = ("lr", "label_smoothing", "dropout", "pool_first", "batch_size", "low_res", "low_res_epochs")
+LATER_FIELDS = ("lr", "label_smoothing", "dropout", "pool_first", "batch_size", "low_res", "low_res_epochs",
+                "optimizer", "weight_decay")
 
 
 # What the search tried, each scored on validation with and without TTA (one training, two entries). Within about
