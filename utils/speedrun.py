@@ -153,6 +153,10 @@ CANDIDATES = (
     # pixels) to buy epochs, on the finalists' batch-256 recipes at about their time.
     Candidate(epochs=66, width=16, batch_size=256, lr=3e-3, low_res=20, low_res_epochs=40),
     Candidate(epochs=37, pool_first=True, batch_size=256, lr=3e-3, low_res=20, low_res_epochs=22),
+    # Round six: the bf16 finalist's training with airbench's Nesterov SGD (two learning rates) and with a weight EMA.
+    Candidate(epochs=48, width=16, batch_size=256, optimizer="sgd", lr=0.1, weight_decay=5e-4),
+    Candidate(epochs=48, width=16, batch_size=256, optimizer="sgd", lr=0.4, weight_decay=5e-4),
+    Candidate(epochs=48, width=16, batch_size=256, lr=3e-3, ema_decay=0.99),
 )
 # Round four, the finalists, each trained on every seed of SEARCH_SEEDS (one seed's validation accuracy moves by about
 # 0.2 points from seed to seed, as much as the candidates differ): each precision's recipe of round three beside batch
