@@ -6,10 +6,10 @@ airbench's lessons, on a CPU: the images stay one uint8 tensor in memory and are
 label smoothing; airbench's block order (conv, pool, conv) where the search chose it; the 8 flips and 90-degree turns
 averaged at test time. There are two recipes, one per precision: ``SPEEDRUN`` trains in bfloat16, for a CPU that
 multiplies it in hardware (AVX-512 BF16 or AMX), ``SPEEDRUN_FP32`` in float32, which every x86 CPU runs; ``--precision
-auto`` takes the first where the CPU has the hardware. Each is the entry of ``CANDIDATES`` of its precision that
+auto`` takes the first where the CPU has the hardware. Each is the entry of ``FINALISTS`` of its precision that
 ``choose`` takes from the stored search (``results/speedrun/candidates.json``, made by ``--search`` on a quiet
-machine): the best validation accuracy among those that finished within ``SEARCH_LIMIT_SECONDS``. The test split is
-scored once per seed, for those recipes only.
+machine): the best mean validation accuracy over ``SEARCH_SEEDS`` among those whose longest seed finished within
+``SEARCH_LIMIT_SECONDS``. The test split is scored once per seed, for those recipes only.
 
 Every run's clock starts before the data is read and stops after the last test prediction (TTA included); the
 validation split is scored after that, off the clock, for the record. The record holds the phases beside the total.
@@ -128,9 +128,9 @@ LATER_FIELDS = ("lr", "label_smoothing", "dropout", "pool_first", "batch_size", 
                 "optimizer", "weight_decay")
 
 
-# What the search tried, each scored on validation with and without TTA (one training, two entries). Within about
-# 135 s on two Zen 4 cores, float32 (12 s an epoch at width 32, batch 128) and bfloat16 (7.6 s): width against epochs,
-# then the learning rate, label smoothing and dropout around the best of each precision.
+# What the search tried on one seed, each scored on validation with and without TTA (one training, two entries). Within
+# about 135 s on two Zen 4 cores, float32 (12 s an epoch at width 32, batch 128) and bfloat16 (7.6 s): width against
+# epochs, then airbench's block order, then (after the finalists below) progressive resizing, Nesterov SGD and EMA.
 CANDIDATES = (
     Candidate(epochs=10, precision="fp32"),
     Candidate(epochs=14, width=24, precision="fp32"),
