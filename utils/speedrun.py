@@ -80,25 +80,9 @@ class Candidate:
 
     @property
     def label(self) -> str:
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
         parts = [f"{self.model} w{self.width}", f"{self.epochs} epochs", self.precision]
-        if self.ema_decay:
-            parts.append(f"EMA {self.ema_decay}")
-        if self.lr != TrainConfig.lr:
-            parts.append(f"lr {self.lr:g}")
-        if self.label_smoothing != TrainConfig.label_smoothing:
-            parts.append(f"smoothing {self.label_smoothing:g}")
-        if self.dropout is not None:
-            parts.append(f"dropout {self.dropout:g}")
-        if self.pool_first:
-            parts.append("pool first")
-        if self.batch_size != TrainConfig.batch_size:
-            parts.append(f"batch {self.batch_size}")
-        if self.low_res_epochs:
-            parts.append(f"the first {self.low_res_epochs} at {self.low_res} px")
-        if self.optimizer != TrainConfig.optimizer:
-            parts.append(f"{self.optimizer}")
-        if self.weight_decay != TrainConfig.weight_decay:
-            parts.append(f"weight decay {self.weight_decay:g}")
+        parts += [words(self) for name, words in CHANGE_WORDS.items() if getattr(self, name) != defaults[name]]
         return ", ".join(parts) + (", TTA" if self.tta else "")
 
     def train_config(self, seed: int, profile: Profile) -> TrainConfig:
@@ -124,6 +108,18 @@ class Candidate:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in defaults or v != defaults[k]}
 
 
+# How a label names each field that differs from its default, in this order.
+CHANGE_WORDS = {
+    "ema_decay": lambda c: f"EMA {c.ema_decay}",
+    "lr": lambda c: f"lr {c.lr:g}",
+    "label_smoothing": lambda c: f"smoothing {c.label_smoothing:g}",
+    "dropout": lambda c: f"dropout {c.dropout:g}",
+    "pool_first": lambda c: "pool first",
+    "batch_size": lambda c: f"batch {c.batch_size}",
+    "low_res_epochs": lambda c: f"the first {c.low_res_epochs} at {c.low_res} px",
+    "optimizer": lambda c: c.optimizer,
+    "weight_decay": lambda c: f"weight decay {c.weight_decay:g}",
+}
 LATER_FIELDS = ("lr", "label_smoothing", "dropout", "pool_first", "batch_size", "low_res", "low_res_epochs",
                 "optimizer", "weight_decay")
 
