@@ -117,3 +117,16 @@ def test_a_sweep_told_to_stop_after_a_while_stops_its_workers_and_trains_the_res
     assert sweep(["deep_efficientnet"], "smoke", workers=1, stop_after=0.01) == 0
     assert "stopped after" in capsys.readouterr().out and not active_children()
     assert list(plan(["deep_efficientnet"], "smoke"))  # nothing was stored: the next sweep trains it
+
+
+def test_a_run_cut_short_resumes_before_the_campaign_starts_another(tmp_path, monkeypatch):
+    # A session that ends mid-run leaves a state file; the next campaign finishes that run first, whatever its rank.
+    from utils.experiment import plan_run
+    from utils.sweep import campaign_order
+    monkeypatch.chdir(tmp_path)
+    todo = plan(["ablations", "attention"], "full")
+    last = list(campaign_order(todo))[-1]
+    state = plan_run(**todo[last]).path(".state.pt")
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_bytes(b"")
+    assert list(campaign_order(todo))[0] == last

@@ -22,7 +22,7 @@ from multiprocessing import get_context
 import torch
 
 from .cli import OneLineParser, gpu_share, positive_float, positive_int
-from .experiment import run_training
+from .experiment import plan_run, run_training
 from .profiles import PROFILE_NAMES, Profile, as_profile, get_profile
 from .stopping import Stopped, init_worker, run_stoppable, stop_workers, workers_stopped_on_signal
 from .studies import STUDIES, PlannedRun, stored_record, walk_stages
@@ -86,7 +86,8 @@ def worker_threads(workers: int) -> int:
 # A campaign that may be cut short trains what matters most first (issues #23, #33, #35): the headline models over
 # every seed; then the attention variants on the fast backbone, seed by seed (a cut campaign leaves paired seeds); then
 # one seed of each slow comparison; then one seed of each recipe ingredient the course project credited; then
-# DeepEfficientNet's own SE; then the rest.
+# DeepEfficientNet's own SE; then the rest. A run cut short (its state file is there) resumes before all of them: a
+# session that ends mid-run otherwise leaves two half-trained runs behind for every new one it starts.
 HEADLINE_MODELS = ("deep_efficientnet", "simple_cnn", "efficientnet_lite0_pretrained")
 SMALL_BACKBONE_VARIANTS = ("simple_cnn_se", "simple_cnn_cbam", "simple_cnn_msff")
 FIRST_SEED_MODELS = ("attention_none", "attention_se", "attention_cbam", "attention_msff", "resnet18",
@@ -106,6 +107,8 @@ def campaign_order(todo: dict[str, dict]) -> dict[str, dict]:
     """``todo`` in the campaign's order above (each group in plan order)."""
     def rank(kwargs: dict) -> tuple:
         kind, seed = run_kind(kwargs), kwargs["seed"]
+        if plan_run(**kwargs).path(".state.pt").exists():
+            return (-1,)
         if kwargs["dataset"] != "bloodmnist":
             return (6,)
         if kind in HEADLINE_MODELS:
