@@ -122,11 +122,12 @@ def test_a_sweep_told_to_stop_after_a_while_stops_its_workers_and_trains_the_res
 def test_a_run_cut_short_resumes_before_the_campaign_starts_another(tmp_path, monkeypatch):
     # A session that ends mid-run leaves a state file; the next campaign finishes that run first, whatever its rank.
     from utils.experiment import plan_run
+    from utils.studies import RUN_ONLY_ARGS
     from utils.sweep import campaign_order
     monkeypatch.chdir(tmp_path)
-    todo = plan(["ablations", "attention"], "full")
+    todo = plan(["imbalance", "ablations", "attention"], "full")  # imbalance: runs with arguments beyond plan_run's
     last = list(campaign_order(todo))[-1]
-    state = plan_run(**todo[last]).path(".state.pt")
+    state = plan_run(**{k: v for k, v in todo[last].items() if k not in RUN_ONLY_ARGS}).path(".state.pt")
     state.parent.mkdir(parents=True, exist_ok=True)
     state.write_bytes(b"")
     assert list(campaign_order(todo))[0] == last
