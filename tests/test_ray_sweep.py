@@ -146,7 +146,7 @@ def test_a_run_that_fails_every_attempt_is_named_with_its_error_and_the_others_a
 
 @needs_ray
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the Ray workers in Linux /proc")
-def test_a_stopped_ray_sweep_cancels_its_tasks_and_writes_nothing_after(tmp_path, monkeypatch, capsys, local_ray):
+def test_a_stopped_ray_sweep_stops_its_tasks_and_writes_nothing_after(tmp_path, monkeypatch, capsys, local_ray):
     from utils.stopping import Stopped
     monkeypatch.chdir(tmp_path)
 
@@ -174,7 +174,7 @@ def test_a_stopped_ray_sweep_cancels_its_tasks_and_writes_nothing_after(tmp_path
     assert "sweep: stopped by SIGTERM" in capsys.readouterr().err
     training = [pid for pid in _descendants(os.getpid())
                 if Path(f"/proc/{pid}/cmdline").exists() and b"ray::imbalance" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-    assert not training, "a cancelled task still trains"
+    assert not training, "a stopped task still trains"
     time.sleep(1)
     assert {path.name: path.stat().st_mtime_ns for path in RUNS.glob("*.json")} == written
     assert not list(RUNS.glob(".*.tmp")) and not list(RUNS.glob(".ray-probe-*"))

@@ -52,26 +52,83 @@ def node_folder(driver_cwd: str) -> Path:
     return Path(tempfile.gettempdir()) / "ray-sweep" / hashlib.sha256(driver_cwd.encode()).hexdigest()[:12]
 
 
-def train_run(kwargs: dict, driver_cwd: str, probe: str | None, threads: int, niceness: int) -> dict:
+class StopFlag:
+    """A Ray actor the driver sets when the sweep is stopped; every task watches it (``_interrupt_when_set``).
+    Why not ``ray.cancel``: a cancel that meets a task's reply in flight aborts the driver (Ray's check "Tried to
+    complete task that was not pending", ray-project/ray#54846, seen with Ray 2.60 when a run ended as the sweep was
+    stopped), so the tasks stop themselves and return."""
+
+    def __init__(self):
+        self.stopped = False
+
+    def set(self) -> None:
+        self.stopped = True
+
+    def is_set(self) -> bool:
+        return self.stopped
+
+
+# Seconds between a task's looks at the stop flag: a stopped run unwinds within about this long.
+STOP_POLL_S = 0.5
+
+
+@contextmanager
+def _interrupt_when_set(stop_flag) -> Iterator[None]:
+    """Within the block, a KeyboardInterrupt in this (the task's main) thread once ``stop_flag`` is set, as
+    ``ray.cancel`` would raise: the run unwinds (temporary file removed, lock released, last epoch's state kept)."""
+    import _thread
+    import threading
+    import ray
+    finished = threading.Event()
+
+    def watch():
+        while not finished.wait(STOP_POLL_S):
+            if ray.get(stop_flag.is_set.remote()) and not finished.is_set():
+                _thread.interrupt_main()
+                return
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        finished.set()
+        watcher.join()
+
+
+def train_run(kwargs: dict, driver_cwd: str, probe: str | None, threads: int, niceness: int, stop_flag) -> dict:
     """One Ray task: ``run_training(**kwargs)`` where the driver's results folder is seen (``probe`` names a file
-    the driver wrote there), else in ``node_folder`` with the run's files returned as bytes."""
+    the driver wrote there), else in ``node_folder`` with the run's files returned as bytes. Once ``stop_flag`` is
+    set, the run unwinds and the task returns ``stopped`` (a task that starts after that trains nothing)."""
+    import ray
+    started = time.time()
+    if ray.get(stop_flag.is_set.remote()):
+        return {"run": None, "seconds": 0.0, "files": None, "stopped": True}
+    try:
+        with _interrupt_when_set(stop_flag):
+            return _train_run(kwargs, driver_cwd, probe, threads, niceness, started)
+    except KeyboardInterrupt:
+        if not ray.get(stop_flag.is_set.remote()):
+            raise
+        return {"run": None, "seconds": time.time() - started, "files": None, "stopped": True}
+
+
+def _train_run(kwargs: dict, driver_cwd: str, probe: str | None, threads: int, niceness: int, started: float) -> dict:
     import torch
     from .experiment import run_training
-    started = time.time()
     torch.set_num_threads(threads)
     if not torch.cuda.is_available():  # as the local pool's CPU workers: editing and tests beside a sweep stay usable
         os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), niceness))
     if probe is not None and Path(probe).is_file():
         os.chdir(driver_cwd)  # relative paths (results/, data/) as in the driver: the records are the local pool's
         record = run_training(**kwargs)
-        return {"run": record["run"], "seconds": time.time() - started, "files": None}
+        return {"run": record["run"], "seconds": time.time() - started, "files": None, "stopped": False}
     folder = node_folder(driver_cwd)
     folder.mkdir(parents=True, exist_ok=True)
     os.chdir(folder)  # the same relative paths, so the record names its files as the local pool's does
     record = run_training(**kwargs, data_root=REPO_ROOT / "data")
     json_path = Path(record["checkpoint"]).with_suffix(".json")
     files = {suffix: json_path.with_suffix(suffix).read_bytes() for suffix in RETURNED_FILES}
-    return {"run": record["run"], "seconds": time.time() - started, "files": files}
+    return {"run": record["run"], "seconds": time.time() - started, "files": files, "stopped": False}
 
 
 def store_returned(json_path: Path, files: dict[str, bytes]) -> None:
@@ -166,7 +223,8 @@ def ray_backend(address: str | None, gpus_per_run: float | None, cpus_per_run: i
         print(f"sweep: Ray with {resources.get('CPU', 0):g} CPUs and {resources.get('GPU', 0):g} GPUs; each run "
               f"{cpus_per_run} CPU{'' if cpus_per_run == 1 else 's'}" + (f", {gpus:g} GPU" if gpus else "")
               + f", {RETRIES} retries", flush=True)
-        yield lambda todo: _train_batch(todo, task, shared, cpus_per_run, niceness)
+        stop_flag = ray.remote(num_cpus=0)(StopFlag).remote()
+        yield lambda todo: _train_batch(todo, task, stop_flag, shared, cpus_per_run, niceness)
     finally:
         if started_here:
             ray.shutdown()
@@ -185,22 +243,21 @@ def _stops_noted():
             signal.signal(signum, handler)
 
 
-def _cancel(pending: dict) -> int:
-    """Stop the pending tasks: a KeyboardInterrupt in each running one (its run unwinds: temporary file removed, lock
-    released, last epoch's state kept), then, after ``WORKER_GRACE_SECONDS``, its worker killed."""
+def _stop(pending: dict, stop_flag) -> int:
+    """Stop the pending tasks: the stop flag set (each running run unwinds and its task returns), then, after
+    ``WORKER_GRACE_SECONDS``, the worker of any task still running killed."""
     import ray
-    for ref in pending:
-        ray.cancel(ref)
+    ray.get(stop_flag.set.remote())
     _, stuck = ray.wait(list(pending), num_returns=len(pending), timeout=WORKER_GRACE_SECONDS)
     for ref in stuck:
         ray.cancel(ref, force=True)
     return len(pending)
 
 
-def _train_batch(todo: dict[str, dict], task, shared: bool | None, threads: int,
+def _train_batch(todo: dict[str, dict], task, stop_flag, shared: bool | None, threads: int,
                  niceness: int) -> Iterator[tuple[str, float, str | None]]:
     """Submit every run of ``todo``; yield each one's (name, seconds, error or None) as it finishes. SIGTERM or
-    SIGINT cancels the runs not finished and raises ``Stopped``."""
+    SIGINT stops the runs not finished (``_stop``) and raises ``Stopped``."""
     import ray
     json_paths = {run: plan_run(**{k: v for k, v in kwargs.items() if k not in RUN_ONLY_ARGS}).json_path
                   for run, kwargs in todo.items()}
@@ -210,14 +267,15 @@ def _train_batch(todo: dict[str, dict], task, shared: bool | None, threads: int,
         atomic_write(probe, lambda f: f.write(b"written by the sweep's driver; removed when it ends\n"))
     try:
         with _stops_noted() as stops:
-            pending = {task.options(name=run).remote(kwargs, os.getcwd(), probe and str(probe), threads, niceness): run
+            pending = {task.options(name=run).remote(kwargs, os.getcwd(), probe and str(probe), threads, niceness,
+                                                    stop_flag): run
                        for run, kwargs in todo.items()}
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 if stops:
-                    stopped = _cancel(pending)
+                    stopped = _stop(pending, stop_flag)
                     print(f"sweep: stopped by {signal.Signals(stops[0]).name}; {stopped} Ray task"
-                          f"{'' if stopped == 1 else 's'} cancelled, nothing more is written. The same command trains "
+                          f"{'' if stopped == 1 else 's'} stopped, nothing more is written. The same command trains "
                           f"what is missing (a run cut short resumes from its last epoch).", file=sys.stderr, flush=True)
                     raise Stopped(stops[0])
                 for ref in ready:
