@@ -67,6 +67,20 @@ def test_augmentation_keeps_dtype_shape_range_and_is_reproducible(blood, level):
         assert not torch.equal(a, c)
 
 
+def test_translation_shifts_each_image_by_at_most_two_pixels_with_a_reflected_border():
+    from utils.data import random_translate
+    x = torch.rand(64, 3, 28, 28)
+    y = random_translate(x, torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    offsets = []
+    for image, out in zip(padded, y):
+        found = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(image[:, dy:dy + 28, dx:dx + 28], out)]
+        assert len(found) == 1, "not a shifted copy of its image"
+        offsets.append(found[0])
+    assert len(set(offsets)) > 10  # the shifts vary image to image, the centre among them
+    assert set(range(5)) == {dy for dy, _ in offsets} == {dx for _, dx in offsets}
+
+
 def test_dihedral_augmentation_only_moves_pixels(blood):
     x = blood.splits["train"].images[:32].float() / 255
     y = augment_batch(x, "basic", torch.Generator().manual_seed(0))

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from .storage import move_aside, save_torch
 
 DEFAULT_DATA_ROOT = Path("data")
-AUGMENT_LEVELS = ("none", "basic", "color", "full")
+AUGMENT_LEVELS = ("none", "basic", "translate", "color", "full")
 
 
 class DataIntegrityError(RuntimeError):
@@ -468,6 +468,18 @@ def random_dihedral(x: torch.Tensor, generator=None) -> torch.Tensor:
     return out
 
 
+def random_translate(x: torch.Tensor, generator=None, pad: int = 2) -> torch.Tensor:
+    """Each image shifted by up to ``pad`` pixels each way, the border reflected (airbench's random crop of a padded
+    batch): one gather for the whole batch."""
+    n, channels, height, width = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dy, dx = (torch.randint(0, 2 * pad + 1, (n, 1), device=x.device, generator=generator) for _ in range(2))
+    rows = (dy + torch.arange(height, device=x.device)).view(n, 1, height, 1)
+    cols = (dx + torch.arange(width, device=x.device)).view(n, 1, 1, width)
+    return padded[torch.arange(n, device=x.device).view(n, 1, 1, 1),
+                  torch.arange(channels, device=x.device).view(1, channels, 1, 1), rows, cols]
+
+
 def random_affine(x: torch.Tensor, generator=None, degrees: float = 15.0, scale=(0.9, 1.1),
                   translate: float = 0.08) -> torch.Tensor:
     """Small rotation, scale and shift for the whole batch through one affine_grid/grid_sample."""
@@ -519,13 +531,15 @@ def color_jitter(x: torch.Tensor, generator=None, brightness: float = 0.2, contr
 
 
 def augment_batch(x: torch.Tensor, level: str, generator=None) -> torch.Tensor:
-    """none: identity; basic: flips + 90-degree rotations; color: basic + colour jitter;
-    full: basic + small affine + colour jitter."""
+    """none: identity; basic: flips + 90-degree rotations; translate: basic + shifts of up to 2 pixels;
+    color: basic + colour jitter; full: basic + small affine + colour jitter."""
     if level == "none":
         return x
     if level not in AUGMENT_LEVELS:
         raise ValueError(f"augment must be one of {AUGMENT_LEVELS}, got {level!r}")
     x = random_dihedral(x, generator)
+    if level == "translate":
+        x = random_translate(x, generator)
     if level == "full":
         x = random_affine(x, generator)
     if level in ("color", "full"):

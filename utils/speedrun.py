@@ -77,6 +77,7 @@ class Candidate:
     low_res_epochs: int = 0
     optimizer: str = TrainConfig.optimizer  # adamw | sgd (Nesterov, as airbench)
     weight_decay: float = TrainConfig.weight_decay
+    augment: str = TrainConfig.augment  # translate: airbench's shifts of up to 2 pixels beside the flips and turns
 
     @property
     def label(self) -> str:
@@ -90,7 +91,7 @@ class Candidate:
         return dataclasses.replace(TrainConfig(), epochs=epochs, seed=seed, ema_decay=self.ema_decay,
                                    amp="bf16" if self.precision == "bf16" else "off", lr=self.lr,
                                    optimizer=self.optimizer, weight_decay=self.weight_decay,
-                                   label_smoothing=self.label_smoothing, dropout=self.dropout,
+                                   label_smoothing=self.label_smoothing, dropout=self.dropout, augment=self.augment,
                                    batch_size=profile.batch_size or self.batch_size)
 
     def model_kwargs(self) -> dict:
@@ -119,9 +120,10 @@ CHANGE_WORDS = {
     "low_res_epochs": lambda c: f"the first {c.low_res_epochs} at {c.low_res} px",
     "optimizer": lambda c: c.optimizer,
     "weight_decay": lambda c: f"weight decay {c.weight_decay:g}",
+    "augment": lambda c: {"translate": "2-pixel shifts"}.get(c.augment, f"{c.augment} augmentation"),
 }
 LATER_FIELDS = ("lr", "label_smoothing", "dropout", "pool_first", "batch_size", "low_res", "low_res_epochs",
-                "optimizer", "weight_decay")
+                "optimizer", "weight_decay", "augment")
 
 
 # What the search tried on one seed, each scored on validation with and without TTA (one training, two entries). Within
@@ -153,6 +155,10 @@ CANDIDATES = (
     Candidate(epochs=48, width=16, batch_size=256, optimizer="sgd", lr=0.1, weight_decay=5e-4),
     Candidate(epochs=48, width=16, batch_size=256, optimizer="sgd", lr=0.4, weight_decay=5e-4),
     Candidate(epochs=48, width=16, batch_size=256, lr=3e-3, ema_decay=0.99),
+    # Round seven: airbench's translations (each image shifted by up to 2 pixels, reflected border) on each precision's
+    # finalist recipe, at its epochs.
+    Candidate(epochs=48, width=16, batch_size=256, lr=3e-3, augment="translate"),
+    Candidate(epochs=45, width=16, pool_first=True, precision="fp32", augment="translate"),
 )
 # Round four, the finalists, each trained on every seed of SEARCH_SEEDS (one seed's validation accuracy moves by about
 # 0.2 points from seed to seed, as much as the candidates differ): each precision's recipe of round three beside batch
