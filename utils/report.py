@@ -857,7 +857,8 @@ def ingredient_rows(results: Path) -> list[list[str]]:
             interval = row["test_diff_interval"]
             full = (f"{row['test_diff_mean']:+.2f} ({row['seeds_paired']} of {row['seeds_planned']} seeds"
                     + (f"; 95% interval {interval[0]:+.2f} to {interval[1]:+.2f}" if interval else "")
-                    + f"): {row['verdict']}")
+                    # "pending (1 of 3 seeds)" would repeat the seeds just given
+                    + f"): {'pending' if row['verdict'].startswith('pending') else row['verdict']}")
         shown = screen_rows.get(ablation)
         at_screen = (f"{100 * (screen_recipe['val_acc_mean'] - shown['val_acc_mean']):+.2f} ({shown['seeds']} "
                      f"seed{'s' if shown['seeds'] != 1 else ''})" if shown and screen_recipe else "not run")
