@@ -32,10 +32,10 @@ from pathlib import Path
 
 from typing import Callable, Iterator
 
-from .experiment import REPO_ROOT, git_commit, plan_run, reusable_record
+from .experiment import REPO_ROOT, git_commit, reusable_record
 from .stopping import STOP_SIGNALS, WORKER_GRACE_SECONDS, Stopped
 from .storage import atomic_write, run_lock
-from .studies import RUN_ONLY_ARGS
+from .studies import plan_of
 
 # Attempts after the first: a worker killed (out of memory, preempted), a node lost, or an error that may not recur
 # (a GPU out of memory beside other runs). A run that fails every time is reported after 1 + RETRIES attempts.
@@ -259,8 +259,7 @@ def _train_batch(todo: dict[str, dict], task, stop_flag, shared: bool | None, th
     """Submit every run of ``todo``; yield each one's (name, seconds, error or None) as it finishes. SIGTERM or
     SIGINT stops the runs not finished (``_stop``) and raises ``Stopped``."""
     import ray
-    json_paths = {run: plan_run(**{k: v for k, v in kwargs.items() if k not in RUN_ONLY_ARGS}).json_path
-                  for run, kwargs in todo.items()}
+    json_paths = {run: plan_of(kwargs).json_path for run, kwargs in todo.items()}
     probe = None
     if shared is not False:  # a file only the nodes that share the results folder see
         probe = next(iter(json_paths.values())).parent.resolve() / f".ray-probe-{secrets.token_hex(8)}"

@@ -80,6 +80,11 @@ def planned_name(planned: PlannedRun, profile: Profile) -> str:
     return _plan(planned, profile).name
 
 
+def plan_of(kwargs: dict):
+    """The ``RunPlan`` of one run's ``run_training`` arguments (a sweep's job): its name and paths."""
+    return plan_run(**{k: v for k, v in kwargs.items() if k not in RUN_ONLY_ARGS})
+
+
 def _plan(planned: PlannedRun, profile: Profile):
     naming = {k: v for k, v in planned.arguments.items() if k not in RUN_ONLY_ARGS}
     return plan_run(planned.model, planned.dataset, profile.name, planned.seed, **naming)

@@ -22,10 +22,10 @@ from multiprocessing import get_context
 import torch
 
 from .cli import OneLineParser, gpu_share, positive_float, positive_int
-from .experiment import plan_run, run_training
+from .experiment import run_training
 from .profiles import PROFILE_NAMES, Profile, as_profile, get_profile
 from .stopping import Stopped, init_worker, run_stoppable, stop_workers, workers_stopped_on_signal
-from .studies import RUN_ONLY_ARGS, STUDIES, PlannedRun, stored_record, walk_stages
+from .studies import STUDIES, PlannedRun, plan_of, stored_record, walk_stages
 from .summaries import SUMMARIES, write_summaries
 from .training import ENGINES
 
@@ -107,7 +107,7 @@ def campaign_order(todo: dict[str, dict]) -> dict[str, dict]:
     """``todo`` in the campaign's order above (each group in plan order)."""
     def rank(kwargs: dict) -> tuple:
         kind, seed = run_kind(kwargs), kwargs["seed"]
-        if plan_run(**{k: v for k, v in kwargs.items() if k not in RUN_ONLY_ARGS}).path(".state.pt").exists():
+        if plan_of(kwargs).path(".state.pt").exists():
             return (-1,)
         if kwargs["dataset"] != "bloodmnist":
             return (6,)
