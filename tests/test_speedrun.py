@@ -73,17 +73,41 @@ def test_the_search_stores_each_candidate_once_and_resumes(tmp_path, monkeypatch
     assert sorted((e["recipe"]["epochs"], e["seed"]) for e in entries) == [(2, 0), (2, 1), (3, 0)]
     for entry in entries:
         assert 0 <= entry["val_acc"] <= 1 and 0 <= entry["val_acc_tta"] <= 1 and entry["machine"]["threads"]
-        assert entry["phases"]["score_tta"] > 0 and entry["seconds_tta"] == entry["phases"]["wall"]
+        assert 0 <= entry["val_acc_tta_shifts"] <= 1 and entry["seconds"] < entry["seconds_tta"] < entry["phases"]["wall"]
+        phases = entry["phases"]  # each way of scoring is timed as if it were the only one
+        assert phases["score_tta"] > 0 and phases["score_tta_shifts"] > phases["score_tta"]
+        assert entry["seconds_tta_shifts"] == pytest.approx(phases["wall"] - phases["score_tta"])
 
     def no_training(*args, **kwargs):
         raise AssertionError("a stored candidate was trained again")
+    real_train = speedrun.train_and_score
     monkeypatch.setattr(speedrun, "train_and_score", no_training)
     assert search(profile, tmp_path, candidates=candidates, finalists=finalists, seeds=(0, 1)) == read_candidates(tmp_path)
 
+    # An entry stored before the shifts were scored is trained again only where a candidate asks for them, and keeps
+    # its earlier scores.
+    stored = json.loads((tmp_path / "candidates.json").read_text())
+    for old in stored["entries"]:
+        for key in ("val_acc_tta_shifts", "seconds_tta_shifts"):
+            del old[key]
+    (tmp_path / "candidates.json").write_text(json.dumps(stored))
+    assert search(profile, tmp_path, candidates=candidates, finalists=finalists, seeds=(0, 1)) == stored["entries"]
+    monkeypatch.setattr(speedrun, "train_and_score", real_train)
+    shifted = (Candidate(epochs=2, tta_shifts=True),)
+    entries = {e["name"]: e for e in search(profile, tmp_path, candidates=(), finalists=shifted, seeds=(0,))}
+    again = entries[speedrun.run_name(Candidate(epochs=2, tta=False), 0, profile)]
+    before = {e["name"]: e for e in stored["entries"]}[again["name"]]
+    assert "val_acc_tta_shifts" in again and again["earlier"]["created"] == before["created"]
+    assert again["val_acc"] == before["val_acc"]  # the same training, again
+    assert all("earlier" not in e and "val_acc_tta_shifts" not in e for name, e in entries.items() if name != again["name"])
 
-def entry(epochs: int, val_acc: float, val_acc_tta: float, seconds: float, seconds_tta: float, seed: int = 0) -> dict:
+
+def entry(epochs: int, val_acc: float, val_acc_tta: float, seconds: float, seconds_tta: float, seed: int = 0,
+          shifts: tuple[float, float] | None = None) -> dict:
+    scored = {"val_acc_tta_shifts": shifts[0], "seconds_tta_shifts": shifts[1]} if shifts else {}
     return {"recipe": dataclasses.asdict(Candidate(epochs=epochs, tta=False)), "val_acc": val_acc, "val_acc_tta": val_acc_tta,
-            "seconds": seconds, "seconds_tta": seconds_tta, "seed": seed, "machine": {"threads": 2, "load_average_1min": 0.0}}
+            "seconds": seconds, "seconds_tta": seconds_tta, "seed": seed, **scored,
+            "machine": {"threads": 2, "load_average_1min": 0.0}}
 
 
 def test_choose_takes_the_best_validation_accuracy_within_the_limit():
@@ -107,6 +131,18 @@ def test_choose_takes_the_finalists_by_their_mean_over_seeds_and_their_longest_s
     assert choose([lucky, *finalists], limit_seconds=300) == Candidate(epochs=30, tta=False)  # 97.4% against 97.3%
     with pytest.raises(ValueError, match="within 145"):  # a lucky single seed does not stand in for the finalists
         choose([lucky, *finalists], limit_seconds=145)
+
+
+def test_tta_with_shifts_is_a_candidate_only_where_every_seed_was_scored_with_it():
+    shifted = [entry(40, 0.970, 0.975, 100, 110, shifts=(0.980, 120)), entry(40, 0.970, 0.975, 100, 110, seed=1, shifts=(0.978, 125))]
+    half = [entry(30, 0.970, 0.972, 90, 100, shifts=(0.990, 105)), entry(30, 0.970, 0.972, 90, 100, seed=1)]
+    rows = speedrun.search_rows(shifted + half)
+    labels = {row["label"]: row for row in rows}
+    assert labels["simple_cnn w32, 40 epochs, bf16, TTA with 1-pixel shifts"]["val_acc"] == pytest.approx(0.979)
+    assert labels["simple_cnn w32, 40 epochs, bf16, TTA with 1-pixel shifts"]["seconds"] == 125
+    assert not any(row["candidate"].epochs == 30 and row["candidate"].tta_shifts for row in rows)
+    assert choose(shifted + half) == Candidate(epochs=40, tta_shifts=True)
+    assert choose(shifted + half, limit_seconds=122) == Candidate(epochs=40, tta=True)  # shifts cost their seconds
 
 
 def test_the_recipes_are_what_the_stored_search_chose():
@@ -170,7 +206,7 @@ def test_the_committed_speedruns_are_what_their_predictions_give_and_the_docs_sa
         assert [r["seed"] for r in records] == list(range(5))
         for record in records:
             check_record_metrics(record, speedrun.STORED / f"{record['run']}.npz", intervals=("test",))
-            assert record["seconds"]["data"] > 0 and record["seconds"]["score_tta"] > 0
+            assert record["seconds"]["data"] > 0 and record["seconds"][f"score_{speedrun.tta_scheme(Candidate(**record['recipe']))}"] > 0
             assert record["config"]["amp"] == ("bf16" if precision == "bf16" else "off")
         assert speedrun.targets_sentence(records) in page
 

@@ -107,6 +107,28 @@ def test_dihedral_tta_averages_the_eight_views():
     assert not torch.allclose(predict_proba(model, images), expected)
 
 
+def test_tta_with_shifts_averages_the_dihedral_views_of_each_one_pixel_shift():
+    from utils.training import predict_proba, shifted_views, tta_views
+    x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).view(2, 3, 5, 5)
+    centre, down, up, right, left = shifted_views(x)
+    assert torch.equal(centre, x)
+    assert torch.equal(down[..., 1:, :], x[..., :-1, :]) and torch.equal(down[..., 0, :], x[..., 1, :])  # reflected
+    assert torch.equal(up[..., :-1, :], x[..., 1:, :]) and torch.equal(right[..., :, 1:], x[..., :, :-1])
+    assert torch.equal(left[..., :, :-1], x[..., :, 1:])
+    views = tta_views(x, shifts=True)
+    assert len(views) == 40 and len({tuple(v.flatten().tolist()) for v in views}) == 40
+    assert len(tta_views(x)) == 8
+
+    class Corner(torch.nn.Module):
+        def forward(self, x):
+            return torch.stack([x[:, 0, 0, 0], -x[:, 0, 0, 0]], 1) * 10
+
+    images = torch.randint(0, 256, (5, 3, 6, 6), dtype=torch.uint8)
+    expected = torch.stack([torch.softmax(Corner()(v), 1) for v in tta_views(images.float() / 255, shifts=True)]).mean(0)
+    torch.testing.assert_close(predict_proba(Corner(), images, batch_size=2, tta=True, tta_shifts=True), expected)
+    assert not torch.allclose(predict_proba(Corner(), images, tta=True), expected)
+
+
 # The graph engine's step (batch from the epoch order and a device step counter, learning rate from the
 # schedule's table, in-graph EMA and sums) run uncaptured on the CPU against the eager engine, same seed:
 # the data order, augmentation and dropout draw the same numbers in the same order, so only AdamW with a
