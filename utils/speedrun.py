@@ -4,7 +4,7 @@
 airbench's lessons, on a CPU: the images stay one uint8 tensor in memory and are augmented a batch at a time
 (``DeviceLoader``); nothing is validated between epochs (the last epoch is the model); a short cosine schedule with
 label smoothing; airbench's block order (conv, pool, conv) where the search chose it; the 8 flips and 90-degree turns
-averaged at test time. There are two recipes, one per precision: ``SPEEDRUN`` trains in bfloat16, for a CPU that
+averaged at test time (with ``tta_shifts``, each also shifted by one pixel each way: 40 views). There are two recipes, one per precision: ``SPEEDRUN`` trains in bfloat16, for a CPU that
 multiplies it in hardware (AVX-512 BF16 or AMX), ``SPEEDRUN_FP32`` in float32, which every x86 CPU runs; ``--precision
 auto`` takes the first where the CPU has the hardware. Each is the entry of ``FINALISTS`` of its precision that
 ``choose`` takes from the stored search (``results/speedrun/candidates.json``, made by ``--search`` on a quiet
@@ -189,7 +189,8 @@ FINALISTS = (
 SEARCH_SEEDS = (0, 1)
 # choose(read_candidates(), precision=...): see results/speedrun/candidates.json
 SPEEDRUN = Candidate(epochs=48, width=16, batch_size=256, lr=3e-3, dropout=0.0)  # bfloat16, where the CPU multiplies it in hardware
-SPEEDRUN_FP32 = Candidate(epochs=45, width=16, pool_first=True, precision="fp32", dropout=0.0)  # float32, on every x86 CPU
+SPEEDRUN_FP32 = Candidate(epochs=45, width=16, pool_first=True, precision="fp32", dropout=0.0,
+                          tta_shifts=True)  # float32, on every x86 CPU
 
 
 def native_bf16() -> bool:
