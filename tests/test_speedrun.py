@@ -136,6 +136,16 @@ def test_choose_takes_the_finalists_by_their_mean_over_seeds_and_their_longest_s
         choose([lucky, *finalists], limit_seconds=145)
 
 
+def test_the_retimed_sentence_compares_each_training_with_itself():
+    first = entry(40, 0.97, 0.975, 100, 110)
+    again = dict(first, shifts_scored={"val_acc": 0.97, "val_acc_tta": 0.975,
+                                       "phases": {"wall": 150.0, "score_tta": 2.0, "score_tta_shifts": 12.0}})
+    other = dict(again, shifts_scored=dict(again["shifts_scored"], val_acc=0.96))  # not the same training: left out
+    assert speedrun.retimed_sentence([first]) == ""
+    sentence = speedrun.retimed_sentence([first, again, other])
+    assert "The 1 trainings" in sentence and "110 s then 138 s" in sentence and "+25% to +25%" in sentence
+
+
 def test_tta_with_shifts_is_a_candidate_only_where_every_seed_was_scored_with_it():
     shifted = [entry(40, 0.970, 0.975, 100, 110, shifts=(0.980, 120)), entry(40, 0.970, 0.975, 100, 110, seed=1, shifts=(0.978, 125))]
     half = [entry(30, 0.970, 0.972, 90, 100, shifts=(0.990, 105)), entry(30, 0.970, 0.972, 90, 100, seed=1)]

@@ -385,6 +385,23 @@ def choose(entries: list[dict], limit_seconds: float = SEARCH_LIMIT_SECONDS, pre
     return max(within, key=lambda row: (row["val_acc"], -row["seconds"]))["candidate"]
 
 
+def retimed_sentence(entries: list[dict]) -> str:
+    """How much one training's wall time moved between its two timings, for the entries trained again for the shifted
+    TTA (hours apart, each on a quiet two-core machine naming the same CPU, the same validation scores both times);
+    empty where there are none."""
+    pairs = [(e["seconds_tta"], e["shifts_scored"]["phases"]["wall"] - e["shifts_scored"]["phases"]["score_tta_shifts"])
+             for e in entries if "shifts_scored" in e
+             and (e["shifts_scored"]["val_acc"], e["shifts_scored"]["val_acc_tta"]) == (e["val_acc"], e["val_acc_tta"])]
+    if not pairs:
+        return ""
+    changes = [100 * (second / first - 1) for first, second in pairs]
+    return (f"The {len(pairs)} trainings scored again for the shifts were each timed twice, hours apart, on quiet two-core "
+            f"machines naming the same CPU, with the same validation scores both times: "
+            f"{', '.join(f'{first:.0f} s then {second:.0f} s' for first, second in pairs)} (with TTA), "
+            f"{min(changes):+.0f}% to {max(changes):+.0f}%. A seed's seconds carry that much uncertainty from one "
+            f"session to the next.")
+
+
 def read_candidates(out: Path = STORED, missing_ok: bool = False) -> list[dict]:
     path = out / "candidates.json"
     if missing_ok and not path.is_file():
