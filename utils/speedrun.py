@@ -4,12 +4,12 @@
 airbench's lessons, on a CPU: the images stay one uint8 tensor in memory and are augmented a batch at a time
 (``DeviceLoader``); nothing is validated between epochs (the last epoch is the model); a short cosine schedule with
 label smoothing; airbench's block order (conv, pool, conv) where the search chose it; the 8 flips and 90-degree turns
-averaged at test time (with ``tta_shifts``, each also shifted by one pixel each way: 40 views). There are two recipes, one per precision: ``SPEEDRUN`` trains in bfloat16, for a CPU that
-multiplies it in hardware (AVX-512 BF16 or AMX), ``SPEEDRUN_FP32`` in float32, which every x86 CPU runs; ``--precision
-auto`` takes the first where the CPU has the hardware. Each is the entry of ``FINALISTS`` of its precision that
-``choose`` takes from the stored search (``results/speedrun/candidates.json``, made by ``--search`` on a quiet
-machine): the best mean validation accuracy over ``SEARCH_SEEDS`` among those whose longest seed finished within
-``SEARCH_LIMIT_SECONDS``. The test split is scored once per seed, for those recipes only.
+averaged at test time (with ``tta_shifts``, each also shifted by one pixel each way: 40 views). There are two
+recipes, one per precision: ``SPEEDRUN`` trains in bfloat16, for a CPU that multiplies it in hardware (AVX-512 BF16 or
+AMX), ``SPEEDRUN_FP32`` in float32, which every x86 CPU runs; ``--precision auto`` takes the first where the CPU has
+the hardware. Each is the entry of ``FINALISTS`` of its precision that ``choose`` takes from the stored search
+(``results/speedrun/candidates.json``, made by ``--search`` on a quiet machine): the best mean validation accuracy
+over ``SEARCH_SEEDS`` among those whose longest seed finished within ``SEARCH_LIMIT_SECONDS``. The test split is scored once per seed, for those recipes only.
 
 Every run's clock starts before the data is read and stops after the last test prediction (TTA included); the
 validation split is scored after that, off the clock, for the record. The record holds the phases beside the total.
@@ -307,7 +307,7 @@ def search(profile: Profile, out: Path = STORED, data_root=DEFAULT_DATA_ROOT, fo
     accuracy and seconds, plain, with TTA and with TTA and shifts, in ``<out>/candidates.json``; entries already
     stored there (by name) are kept, so an interrupted search goes on where it stopped. An entry stored before TTA
     with shifts existed is trained again where a candidate asks for shifts: it keeps its first measurement (one
-    training's seconds vary by up to a tenth from run to run, and the candidates were compared on their first), and
+    training's seconds moved by up to a quarter between sessions, and the candidates were compared on their first), and
     its shifts' seconds are that plus what the shifted views cost over the 8 views in the second training, whose
     own scores and phases it keeps as ``shifts_scored``."""
     path = out / "candidates.json"
