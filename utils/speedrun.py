@@ -9,7 +9,8 @@ recipes, one per precision: ``SPEEDRUN`` trains in bfloat16, for a CPU that mult
 AMX), ``SPEEDRUN_FP32`` in float32, which every x86 CPU runs; ``--precision auto`` takes the first where the CPU has
 the hardware. Each is the entry of ``FINALISTS`` of its precision that ``choose`` takes from the stored search
 (``results/speedrun/candidates.json``, made by ``--search`` on a quiet machine): the best mean validation accuracy
-over ``SEARCH_SEEDS`` among those whose longest seed finished within ``SEARCH_LIMIT_SECONDS``. The test split is scored once per seed, for those recipes only.
+over ``SEARCH_SEEDS`` among those whose longest seed finished within ``SEARCH_LIMIT_SECONDS``. The test split is
+scored once per seed, for those recipes only.
 
 Every run's clock starts before the data is read and stops after the last test prediction (TTA included); the
 validation split is scored after that, off the clock, for the record. The record holds the phases beside the total.
