@@ -232,6 +232,12 @@ def tta_scheme(candidate: Candidate) -> str | None:
     return ("tta_shifts" if candidate.tta_shifts else "tta") if candidate.tta else None
 
 
+def scored_key(name: str, scheme: str | None) -> str:
+    """The key of ``name`` (a split, ``val_acc``, ``seconds``) scored by ``scheme``: ``val``, ``val_tta``,
+    ``seconds_tta_shifts``."""
+    return f"{name}_{scheme}" if scheme else name
+
+
 def train_and_score(candidate: Candidate, seed: int, profile: Profile, data_root=DEFAULT_DATA_ROOT,
                     splits: tuple[str, ...] = ("test",), untimed: tuple[str, ...] = (),
                     schemes: tuple[str, ...] | None = None) -> dict:
@@ -270,7 +276,7 @@ def train_and_score(candidate: Candidate, seed: int, profile: Profile, data_root
     final = ema.module if ema is not None else model
 
     def score(names, scheme=None):
-        return {f"{split}_{scheme}" if scheme else split:
+        return {scored_key(split, scheme):
                 predict_proba(final, data.splits[split].images, tta=bool(scheme), tta_shifts=scheme == "tta_shifts").numpy()
                 for split in names}
 
@@ -362,13 +368,13 @@ def search_rows(entries: list[dict]) -> list[dict]:
     for trained, group in trainings.items():
         for tta, shifts in ((False, False), (True, False), (True, True)):
             recipe = dataclasses.replace(trained, tta=tta, tta_shifts=shifts)
-            suffix = {None: "", "tta": "_tta", "tta_shifts": "_tta_shifts"}[tta_scheme(recipe)]
-            if not all(f"val_acc{suffix}" in e for e in group):
+            scheme = tta_scheme(recipe)
+            if not all(scored_key("val_acc", scheme) in e for e in group):
                 continue
-            accs = [e[f"val_acc{suffix}"] for e in group]
+            accs = [e[scored_key("val_acc", scheme)] for e in group]
             rows.append({"candidate": recipe, "label": recipe.label, "val_acc": statistics.mean(accs), "val_accs": accs,
                          "seeds": [e.get("seed", 0) for e in group],
-                         "seconds": max(e[f"seconds{suffix}"] for e in group),
+                         "seconds": max(e[scored_key("seconds", scheme)] for e in group),
                          "threads": group[0]["machine"]["threads"],
                          "load": max(e["machine"]["load_average_1min"] for e in group)})
     return rows
@@ -426,7 +432,7 @@ def speedrun(seed: int, profile: Profile, out: Path, recipe: Candidate = SPEEDRU
         raise FileExistsError(f"{json_path} holds a speedrun already; give another --out, or --force to replace it")
     info = machine()
     run = train_and_score(recipe, seed, profile, data_root, splits=("test",), untimed=("val",))
-    key = {split: f"{split}_{tta_scheme(recipe)}" if recipe.tta else split for split in ("val", "test")}
+    key = {split: scored_key(split, tta_scheme(recipe)) for split in ("val", "test")}
     metrics = {split: classification_metrics(run["labels"][split], run["probs"][key[split]], run["class_names"])
                for split in ("val", "test")}
     record = {
@@ -501,7 +507,7 @@ def versus_standard(profile: Profile, out: Path, data_root=DEFAULT_DATA_ROOT, se
     standard_probs = {s: predict_proba(model, data.splits[s].images).numpy() for s in ("val", "test")}
     standard_seconds = time.perf_counter() - started
     labels = fast["labels"]
-    key = {split: f"{split}_{tta_scheme(recipe)}" if recipe.tta else split for split in ("val", "test")}
+    key = {split: scored_key(split, tta_scheme(recipe)) for split in ("val", "test")}
     record = {
         "speedrun": {"label": recipe.label, "recipe": dataclasses.asdict(recipe), "seconds": fast["seconds"]["wall"],
                      "val_acc": accuracy(labels["val"], fast["probs"][key["val"]]),
