@@ -35,3 +35,16 @@ def test_a_deep_efficientnet_training_step_is_about_three_forward_passes():
     model.train()
     step = step_flops(model, 2, 28)
     assert 2.5 * forward < step < 3.5 * forward
+
+
+def test_the_allocator_setting_is_timed_on_the_speedruns_own_step():
+    """``--malloc``'s worker: where glibc can keep freed memory (Linux) the setting is made, and one timed step of the
+    float32 recipe comes back in milliseconds."""
+    import platform
+
+    from utils.bench import _speedrun_step_ms
+    from utils.data import DEFAULT_DATA_ROOT
+    from utils.experiment import keep_freed_memory
+    assert keep_freed_memory() == (platform.libc_ver()[0] == "glibc")
+    assert _speedrun_step_ms("fp32", keep_memory=keep_freed_memory(), threads=1, steps=1,
+                             data_root=DEFAULT_DATA_ROOT) > 0

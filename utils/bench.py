@@ -12,7 +12,8 @@ from the timed steps in --quick), inference throughput with large batches, batch
 as a CUDA graph, peak memory, parameters and FLOPs, and the step's floor: its FLOPs over a matmul rate and its
 bytes over a copy bandwidth, both measured in the same run. Prints and writes one JSON object.
 `--epoch-times` instead times training steps of every registered model (seconds per epoch); `--cpu-threads` measures
-how a CPU sweep should spend two cores (one or two threads per process, alone and beside a busy core).
+how a CPU sweep should spend two cores (one or two threads per process, alone and beside a busy core); `--malloc`
+times the speedrun's training step with glibc's default allocator and with freed memory kept, alternating.
 """
 from __future__ import annotations
 
@@ -29,10 +30,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.transforms import v2
 
 from .data import DEFAULT_DATA_ROOT, load_dataset
-from .experiment import count_flops, cpu_model, device_name, git_commit, peak_memory
+from .experiment import count_flops, cpu_model, device_name, git_commit, keep_freed_memory, peak_memory
 from .models import MODEL_NAMES, build_model, count_parameters
 from .profiles import default_device, get_profile
 from .recipes import train_config
+from .speedrun import native_bf16, recipe_for
 from .storage import write_text
 from .graph_step import GraphedPredictor, graph_autocast, unsupported_reason
 from .training import autocast_context, build_stepper, fit, make_optimizer, resolve_amp, train_loader
@@ -393,6 +395,46 @@ def cpu_threads(data_root=DEFAULT_DATA_ROOT, steps: int = 6, models=CPU_THREAD_M
             "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]}}
 
 
+def _speedrun_step_ms(precision: str, keep_memory: bool, threads: int, steps: int, data_root: str) -> float:
+    """ms per training step of the speedrun's recipe of ``precision`` in this process (a fresh one: glibc's setting
+    cannot be undone), with freed memory kept or glibc's default."""
+    if keep_memory and not keep_freed_memory():
+        raise RuntimeError("keep_freed_memory: glibc's mallopt is not available here, so there is nothing to compare")
+    torch.set_num_threads(threads)
+    device = torch.device("cpu")
+    recipe = recipe_for(precision)
+    data = load_dataset("bloodmnist", data_root, device=device)
+    cfg = recipe.train_config(0, get_profile("cpu"))
+    torch.manual_seed(0)
+    model = build_model(recipe.model, data.num_classes, **recipe.model_kwargs()).to(memory_format=torch.channels_last)
+    run = _engine_runner(model, data.splits["train"], data.num_classes, cfg, "eager", resolve_amp(cfg.amp, device))
+    return 1000 * _time_steps(run, steps, 3, device)
+
+
+def malloc_side_by_side(data_root=DEFAULT_DATA_ROOT, steps: int = 40, rounds: int = 3,
+                        threads: int | None = None) -> dict:
+    """The speedrun's training step (each precision's recipe this CPU runs in hardware) with glibc's default allocator
+    and with freed memory kept (``experiment.keep_freed_memory``), each in a fresh process, alternating for
+    ``rounds`` rounds in one run; the ratio is of the medians. Time it on a quiet machine."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+    threads = threads or torch.get_num_threads()
+    load_before = os.getloadavg()[0]
+    out = {}
+    for precision in ("fp32", "bf16") if native_bf16() else ("fp32",):
+        ms = {"default": [], "kept": []}
+        for _ in range(rounds):
+            for setting in ms:
+                with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+                    ms[setting].append(pool.submit(_speedrun_step_ms, precision, setting == "kept", threads, steps,
+                                                   data_root).result())
+        median = {setting: sorted(v)[len(v) // 2] for setting, v in ms.items()}
+        out[precision] = {"ms_per_step": ms, "median_ms": median, "speedup": median["default"] / median["kept"]}
+    return {"device": f"cpu ({cpu_model()}, {os.cpu_count()} cores)", "threads": threads,
+            "torch_version": torch.__version__, "git_commit": git_commit(), "timed_steps": steps, "rounds": rounds,
+            "by_precision": out, "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]}}
+
+
 def main(argv=None):
     from .cli import OneLineParser
     parser = OneLineParser(prog="python -m utils.bench", description=__doc__,
@@ -401,6 +443,8 @@ def main(argv=None):
     parser.add_argument("--epoch-times", action="store_true", help="seconds per epoch of every model")
     parser.add_argument("--cpu-threads", action="store_true",
                         help="one or two threads per training process on a CPU, alone and beside a busy core")
+    parser.add_argument("--malloc", action="store_true",
+                        help="the speedrun's step with glibc's default allocator and with freed memory kept")
     parser.add_argument("--model", default="deep_efficientnet", choices=MODEL_NAMES)
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     parser.add_argument("--fit-epochs", type=int, default=50,
@@ -416,6 +460,7 @@ def main(argv=None):
             parser.error(str(error))
     t = time.perf_counter()
     result = (epoch_times(args.data_root) if args.epoch_times else cpu_threads(args.data_root) if args.cpu_threads
+              else malloc_side_by_side(args.data_root) if args.malloc
               else benchmark(args.model, args.quick, args.data_root, args.fit_epochs))
     result["bench_wall_seconds"] = time.perf_counter() - t
     text = json.dumps(result, indent=1)

@@ -35,7 +35,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .cli import OneLineParser, output_folder, positive_int
 from .data import DEFAULT_DATA_ROOT
-from .experiment import REPO_ROOT, config_hash, count_flops, cpu_model, device_name, git_commit, prepare_data
+from .experiment import (REPO_ROOT, config_hash, count_flops, cpu_model, device_name, git_commit, keep_freed_memory,
+                         prepare_data)
 from .metrics import classification_metrics
 from .models import build_model, count_parameters
 from .profiles import PROFILES, Profile, as_profile, get_profile, output_dir
@@ -199,10 +200,12 @@ def native_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
-def machine() -> dict:
-    """The CPU and how busy it was when the clock started (a timing beside other work says so)."""
+def prepare_machine() -> dict:
+    """Set the allocator to keep freed memory (``keep_freed_memory``), then describe the CPU and how busy it was when
+    the clock started (a timing beside other work says so). Every timed path calls it first."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # not on Windows
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(), "native_bf16": native_bf16(),
+            "freed_memory_kept": keep_freed_memory(),
             "load_average_1min": load, "device": device_name(torch.device("cpu")),
             "torch_version": torch.__version__, "python": platform.python_version(), "git_commit": git_commit()}
 
@@ -326,7 +329,7 @@ def search(profile: Profile, out: Path = STORED, data_root=DEFAULT_DATA_ROOT, fo
         earlier = stored.get(name)
         if earlier and ("val_acc_tta_shifts" in earlier or (candidate, seed) not in wants_shifts):
             continue
-        started = machine()
+        started = prepare_machine()
         run = train_and_score(candidate, seed, profile, data_root, splits=("val",), schemes=("tta", "tta_shifts"))
         labels, probs, seconds = run["labels"]["val"], run["probs"], run["seconds"]
         # Each way of scoring stops the clock after its own pass.
@@ -430,7 +433,7 @@ def speedrun(seed: int, profile: Profile, out: Path, recipe: Candidate = SPEEDRU
     json_path = out / f"{name}.json"
     if json_path.exists() and not force:
         raise FileExistsError(f"{json_path} holds a speedrun already; give another --out, or --force to replace it")
-    info = machine()
+    info = prepare_machine()
     run = train_and_score(recipe, seed, profile, data_root, splits=("test",), untimed=("val",))
     key = {split: scored_key(split, tta_scheme(recipe)) for split in ("val", "test")}
     metrics = {split: classification_metrics(run["labels"][split], run["probs"][key[split]], run["class_names"])
@@ -494,7 +497,7 @@ def versus_standard(profile: Profile, out: Path, data_root=DEFAULT_DATA_ROOT, se
     path = out / "versus_standard.json"
     if path.exists() and not force:
         raise FileExistsError(f"{path} exists; give another --out, or --force to replace it")
-    info = machine()
+    info = prepare_machine()
     fast = train_and_score(recipe, seed, profile, data_root, splits=("test",), untimed=("val",))
     started = time.perf_counter()
     data = prepare_data(DATASET, profile, data_root, "cpu", seed)
