@@ -77,9 +77,9 @@ def keep_freed_memory() -> bool:
     """Ask glibc to keep freed memory in the process; returns whether it could (glibc on Linux only).
 
     By default glibc hands a large freed block back to the kernel, so each training step of a small CNN frees its
-    activations (a few MB each) and faults them in again at the next step. Keeping them made a float32 step of the
-    speedrun's SimpleCNN about 15% faster on two Zen 4 cores (``python -m utils.bench --malloc``, side by side); it
-    changes no number, only seconds."""
+    activations (a few MB each) and faults them in again at the next step. Keeping them saves a few percent of a
+    float32 step of the speedrun's SimpleCNN and nothing in bfloat16 (``python -m utils.bench --malloc``, side by side:
+    ``results/bench/malloc_cpu.json``); it changes no number, only seconds."""
     if not sys.platform.startswith("linux"):
         return False
     try:
