@@ -150,6 +150,7 @@ def results_table(folder: str | Path = "results/runs") -> str:
 
 
 CPU_THREADS_FILE = "bench/cpu_threads.json"
+MALLOC_FILE = "bench/malloc_cpu.json"
 
 
 def cpu_threads_markdown(results: Path = Path("results")) -> str:
@@ -340,7 +341,7 @@ MACROS = (
     "RoadRandom", "RoadVerdict", "PcamBudget", "TopConfusions", "DeepEffSeedsPhrase", "GradcamRun", "GradcamBudget", "ZooBest", "ZooBestTestAcc",
     "SpeedrunCandidates", "SpeedrunRetimed", "SpeedrunTrainings", "SpeedrunFinalists", "SpeedrunFinalistSeeds", "SpeedrunSuperseded", "SpeedrunLimit", "SpeedrunTimeLimit", "SpeedrunAim", "SpeedrunTarget",
     "SpeedrunSearchMachine", "SpeedrunSpeedup", "SpeedrunStandardSeconds", "SpeedrunVersusSeconds", "SpeedrunVersusRecipe",
-    "SpeedrunVersusTestAcc", "SpeedrunStandardTestAcc", "SpeedrunVersusThreads",
+    "SpeedrunVersusTestAcc", "SpeedrunStandardTestAcc", "SpeedrunVersusThreads", "SpeedrunMalloc", "SpeedrunTtaWins", "SpeedrunTtaGain",
     *(f"{prefix}{name}" for prefix in ("SpeedrunBf", "SpeedrunFp") for name in (
         "Recipe", "Seeds", "TestAcc", "TestAccMean", "ValAccMean", "Seconds", "SecondsMax", "Machine", "Targets", "Commit")),
     "AttentionFindings", "PairedEvidence", "PairedRule", "PairSimpleSentence", "PairLiteSentence", "RecipeFindings",
@@ -938,13 +939,21 @@ def deployment_section(results: Path) -> Section:
                                     align=r"lrrrrrr")}
 
 
+def malloc_sentence(bench: dict) -> str:
+    """What keeping freed memory did to the speedrun's step (``python -m utils.bench --malloc``)."""
+    ratios = ", ".join(f"{precision} steps {r['speedup']:.2f}x as fast with it ({r['median_ms']['kept']:.0f} against "
+                       f"{r['median_ms']['default']:.0f} ms)" for precision, r in bench["by_precision"].items())
+    return (f"{ratios} on {bench['device']}, {bench['threads']} threads, the medians of {bench['rounds']} alternating "
+            f"rounds of {bench['timed_steps']} steps, commit {bench['git_commit'][:7]}")
+
+
 def speedrun_section(results: Path) -> Section:
     """The speedrun (utils.speedrun): the candidates searched on validation and each precision's recipe over seeds on
     test, with the side-by-side timing against the standard recipe."""
     from statistics import mean, stdev
     from .speedrun import (AIM_SECONDS, EARLIER, PRECISIONS, SEARCH_LIMIT_SECONDS, TARGET_ACCURACY, TIME_LIMIT_SECONDS,
                            read_candidates, read_speedruns, recipe_for, retimed_sentence, search_rows, stored_recipe,
-                           superseded, superseded_sentence, target_verdicts)
+                           superseded, superseded_sentence, target_verdicts, tta_wins)
     folder = results / "speedrun"
     entries = read_candidates(folder, missing_ok=True)
     if not entries:
@@ -962,6 +971,8 @@ def speedrun_section(results: Path) -> Section:
          "SpeedrunAim": str(AIM_SECONDS), "SpeedrunTarget": pct(TARGET_ACCURACY, 1),
          "SpeedrunSearchMachine": tex_escape(f"{entries[0]['machine']['cpu']}, {entries[0]['machine']['threads']} threads"),
          "SpeedrunRetimed": tex_escape(retimed_sentence(entries))}
+    wins, trainings, gain = tta_wins(entries)
+    m.update(SpeedrunTtaWins=f"{wins} of {trainings}", SpeedrunTtaGain=f"{gain:+.2f}")
     for precision, prefix in (("bf16", "SpeedrunBf"), ("fp32", "SpeedrunFp")):
         recipe = recipe_for(precision)
         m[f"{prefix}Recipe"] = tex_escape(recipe.label)
@@ -991,6 +1002,9 @@ def speedrun_section(results: Path) -> Section:
                 f"SimpleCNN seed {versus['seed']} was trained again for this timing; its stored full-budget run, "
                 f"on {device_label(stored[0]['device'])}, reached {pct(stored[0]['test']['acc'])}% test accuracy: a "
                 "different thread count sums in a different order, so the two trainings part ways.")
+    malloc = _read(results, MALLOC_FILE)
+    m["SpeedrunMalloc"] = tex_escape(malloc_sentence(malloc) if malloc else
+                                     f"not measured yet: python -m utils.bench --malloc --out results/{MALLOC_FILE}")
     m["SpeedrunSuperseded"] = tex_escape(" ".join(f"Also stored: {superseded_sentence(recipe, records)}."
                                                   for recipe, records in superseded(folder)))
     if (finding := speedrun_finding(folder)) is not None:
