@@ -571,10 +571,10 @@ def which_precision(asked: str) -> tuple[str, str]:
 
 
 def stored_study(profile: Profile, seeds: int = 5) -> dict:
-    """What notebook 00 shows, from ``results/speedrun/``: the search's entries, each precision's recipe and records
-    and the side-by-side timing. Only the smoke profile (tests) makes its own, in build/smoke/ and in seconds;
-    elsewhere a missing part is a ``FileNotFoundError`` naming the command that makes it (about an hour in all on two
-    cores)."""
+    """What notebook 00 shows, from ``results/speedrun/``: the search's entries, each precision's recipe and records,
+    the side-by-side timing and the superseded recipes' seeds. Only the smoke profile (tests) makes its own, in
+    build/smoke/ and in seconds; elsewhere a missing part is a ``FileNotFoundError`` naming the command that makes it
+    (about an hour in all on two cores)."""
     profile = speedrun_profile(profile)
     out = output_dir("results", profile) / "speedrun"
     if profile.name == "smoke":
@@ -596,7 +596,7 @@ def stored_study(profile: Profile, seeds: int = 5) -> dict:
         raise FileNotFoundError(f"{versus_path}: python -m utils.speedrun --versus-standard --out {out} makes it")
     return {"entries": entries, "records": records, "versus": json.loads(versus_path.read_text()),
             "chosen": {precision: choose(entries, precision=precision) for precision in PRECISIONS},
-            "profile": profile}
+            "superseded": superseded(out), "profile": profile}
 
 
 def target_verdicts(records: list[dict]) -> tuple[str, str]:
