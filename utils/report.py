@@ -341,7 +341,7 @@ MACROS = (
     "RoadRandom", "RoadVerdict", "PcamBudget", "TopConfusions", "DeepEffSeedsPhrase", "GradcamRun", "GradcamBudget", "ZooBest", "ZooBestTestAcc",
     "SpeedrunCandidates", "SpeedrunRetimed", "SpeedrunTrainings", "SpeedrunFinalists", "SpeedrunFinalistSeeds", "SpeedrunSuperseded", "SpeedrunLimit", "SpeedrunTimeLimit", "SpeedrunAim", "SpeedrunTarget",
     "SpeedrunSearchMachine", "SpeedrunSpeedup", "SpeedrunStandardSeconds", "SpeedrunVersusSeconds", "SpeedrunVersusRecipe",
-    "SpeedrunVersusTestAcc", "SpeedrunStandardTestAcc", "SpeedrunVersusThreads", "SpeedrunMalloc", "SpeedrunTtaWins", "SpeedrunTtaGain",
+    "SpeedrunVersusTestAcc", "SpeedrunStandardTestAcc", "SpeedrunVersusThreads", "SpeedrunMalloc", "SpeedrunTtaWins", "SpeedrunTtaGain", "SpeedrunPlainLead",
     *(f"{prefix}{name}" for prefix in ("SpeedrunBf", "SpeedrunFp") for name in (
         "Recipe", "Seeds", "TestAcc", "TestAccMean", "ValAccMean", "Seconds", "SecondsMax", "Machine", "Targets", "Commit")),
     "AttentionFindings", "PairedEvidence", "PairedRule", "PairSimpleSentence", "PairLiteSentence", "RecipeFindings",
@@ -951,8 +951,8 @@ def speedrun_section(results: Path) -> Section:
     """The speedrun (utils.speedrun): the candidates searched on validation and each precision's recipe over seeds on
     test, with the side-by-side timing against the standard recipe."""
     from statistics import mean, stdev
-    from .speedrun import (AIM_SECONDS, EARLIER, PRECISIONS, SEARCH_LIMIT_SECONDS, TARGET_ACCURACY, TIME_LIMIT_SECONDS,
-                           read_candidates, read_speedruns, recipe_for, retimed_sentence, search_rows, stored_recipe,
+    from .speedrun import (AIM_SECONDS, EARLIER, PLAIN_SCORED_CHOICE, PRECISIONS, SEARCH_LIMIT_SECONDS, TARGET_ACCURACY,
+                           TIME_LIMIT_SECONDS, read_candidates, read_speedruns, recipe_for, retimed_sentence, search_rows, stored_recipe,
                            superseded, superseded_sentence, target_verdicts, tta_wins)
     folder = results / "speedrun"
     entries = read_candidates(folder, missing_ok=True)
@@ -973,6 +973,9 @@ def speedrun_section(results: Path) -> Section:
          "SpeedrunRetimed": tex_escape(retimed_sentence(entries))}
     wins, trainings, gain = tta_wins(entries)
     m.update(SpeedrunTtaWins=f"{wins} of {trainings}", SpeedrunTtaGain=f"{gain:+.2f}")
+    if PLAIN_SCORED_CHOICE in scored and (fp32_records := read_speedruns(folder, recipe_for("fp32"))):
+        lead = scored[PLAIN_SCORED_CHOICE]["val_acc"] - scored[recipe_for("fp32")]["val_acc"]
+        m["SpeedrunPlainLead"] = f"{lead * fp32_records[0]['val']['n']:.1f} validation images"
     for precision, prefix in (("bf16", "SpeedrunBf"), ("fp32", "SpeedrunFp")):
         recipe = recipe_for(precision)
         m[f"{prefix}Recipe"] = tex_escape(recipe.label)
