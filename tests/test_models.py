@@ -109,3 +109,21 @@ def test_pool_first_moves_the_pooling_between_the_convolutions_and_nothing_else(
     assert pooled.eval()(x).shape == (2, 8)
     with pytest.raises(RuntimeError):  # the two orders are different networks: a state dict does not cross over
         pooled.load_state_dict(plain.state_dict())
+
+
+def test_the_whitening_layer_decorrelates_the_patches_it_was_fitted_on_and_is_not_trained():
+    import torch.nn.functional as F
+
+    from utils.models import whiten_first_conv
+    torch.manual_seed(0)
+    model = build_model("simple_cnn", 8, width=16)
+    images = (torch.rand(64, 3, 12, 12) * 255).to(torch.uint8)
+    images[:, 1] = images[:, 0] // 2 + images[:, 1] // 2  # correlated channels: something to whiten
+    whiten_first_conv(model, images, eps=0.0)
+    conv = model.features[0][0][0]
+    out = F.conv2d(model.normalize(images.float() / 255), conv.weight)  # unpadded: exactly the fitted patches
+    half = conv.out_channels // 2
+    flat = out[:, :half].transpose(0, 1).reshape(half, -1)
+    assert torch.allclose(flat @ flat.T / flat.shape[1], torch.eye(half), atol=1e-3)
+    assert torch.equal(out[:, half:], -out[:, :half])
+    assert not conv.weight.requires_grad

@@ -299,6 +299,21 @@ def build_model(name: str, num_classes: int, **kw) -> nn.Module:
     return build_registered(name, num_classes, **kw)
 
 
+@torch.no_grad()
+def whiten_first_conv(model: SimpleCNN, images: torch.Tensor, eps: float = 5e-4) -> None:
+    """airbench's frozen whitening layer, on SimpleCNN's first convolution: its filters become the leading
+    eigenvectors of the covariance of the normalised ``images``' k x k patches (uint8, N x 3 x H x W), each divided by
+    the square root of its eigenvalue (+ ``eps``), half of them the negatives of the other half (the ReLU keeps each
+    sign), and are not trained."""
+    conv = model.features[0][0][0]
+    k, half = conv.kernel_size[0], conv.out_channels // 2
+    patches = F.unfold(model.normalize(images.float() / 255), k).transpose(1, 2).reshape(-1, conv.in_channels * k * k)
+    eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))  # ascending
+    leading = (eigenvectors[:, -half:] / torch.sqrt(eigenvalues[-half:] + eps)).T.flip(0)
+    conv.weight.copy_(torch.cat([leading, -leading]).reshape_as(conv.weight))
+    conv.weight.requires_grad_(False)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

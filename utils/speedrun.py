@@ -38,7 +38,7 @@ from .data import DEFAULT_DATA_ROOT
 from .experiment import (REPO_ROOT, config_hash, count_flops, cpu_model, device_name, git_commit, keep_freed_memory,
                          prepare_data)
 from .metrics import classification_metrics
-from .models import build_model, count_parameters
+from .models import build_model, count_parameters, whiten_first_conv
 from .profiles import PROFILES, Profile, as_profile, get_profile, output_dir
 from .recipes import train_config
 from .storage import save_npz, write_json
@@ -81,6 +81,7 @@ class Candidate:
     weight_decay: float = TrainConfig.weight_decay
     augment: str = TrainConfig.augment  # translate: airbench's shifts of up to 2 pixels beside the flips and turns
     tta_shifts: bool = False      # TTA's 8 views each also shifted by one pixel each way (40 views)
+    whiten: bool = False          # airbench's frozen whitening first layer (models.whiten_first_conv)
 
     @property
     def label(self) -> str:
@@ -124,9 +125,10 @@ CHANGE_WORDS = {
     "optimizer": lambda c: c.optimizer,
     "weight_decay": lambda c: f"weight decay {c.weight_decay:g}",
     "augment": lambda c: {"translate": "2-pixel shifts"}.get(c.augment, f"{c.augment} augmentation"),
+    "whiten": lambda c: "frozen whitening",
 }
 LATER_FIELDS = ("lr", "label_smoothing", "dropout", "pool_first", "batch_size", "low_res", "low_res_epochs",
-                "optimizer", "weight_decay", "augment", "tta_shifts")
+                "optimizer", "weight_decay", "augment", "tta_shifts", "whiten")
 
 
 # What the search tried on one seed, each scored on validation with and without TTA (one training, two entries). Within
@@ -194,6 +196,12 @@ FINALISTS = (
     Candidate(epochs=32, width=16, batch_size=256, lr=3e-3, dropout=0.0, precision="fp32", tta_shifts=True),
     Candidate(epochs=45, width=16, pool_first=True, precision="fp32", dropout=0.0, ema_decay=0.99),
     Candidate(epochs=45, width=16, pool_first=True, precision="fp32", dropout=0.0, ema_decay=0.99, tta_shifts=True),
+    # Round eleven, float32: airbench's frozen whitening first layer (the issue's list; not tried before) on the float32
+    # recipe and on round ten's bf16 blocks, each scored with TTA and with shifted TTA.
+    Candidate(epochs=45, width=16, pool_first=True, precision="fp32", dropout=0.0, whiten=True),
+    Candidate(epochs=45, width=16, pool_first=True, precision="fp32", dropout=0.0, whiten=True, tta_shifts=True),
+    Candidate(epochs=32, width=16, batch_size=256, lr=3e-3, dropout=0.0, precision="fp32", whiten=True),
+    Candidate(epochs=32, width=16, batch_size=256, lr=3e-3, dropout=0.0, precision="fp32", whiten=True, tta_shifts=True),
 )
 SEARCH_SEEDS = (0, 1)
 # choose(read_candidates(), precision=...): see results/speedrun/candidates.json
@@ -266,6 +274,8 @@ def train_and_score(candidate: Candidate, seed: int, profile: Profile, data_root
     cfg = candidate.train_config(seed, profile)
     seed_everything(seed)
     model = build_model(candidate.model, data.num_classes, **candidate.model_kwargs()).to(memory_format=torch.channels_last)
+    if candidate.whiten:  # on every 6th training image: airbench's 5,000 images' worth of patches, in a few MB
+        whiten_first_conv(model, data.splits["train"].images[::6])
     amp_dtype = resolve_amp(cfg.amp, torch.device("cpu"))
     generator = torch.Generator().manual_seed(seed)
     loader = train_loader(data.splits["train"], cfg, generator, data.num_classes)
