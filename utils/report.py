@@ -941,8 +941,8 @@ def deployment_section(results: Path) -> Section:
 
 def malloc_sentence(bench: dict) -> str:
     """What keeping freed memory did to the speedrun's step (``python -m utils.bench --malloc``)."""
-    ratios = ", ".join(f"{precision} steps {r['speedup']:.2f}x as fast with it ({r['median_ms']['kept']:.0f} against "
-                       f"{r['median_ms']['default']:.0f} ms)" for precision, r in bench["by_precision"].items())
+    ratios = ", ".join(f"{precision} steps {r['speedup']:.2f}x as fast with it ({r['median_ms']['kept']:.1f} against "
+                       f"{r['median_ms']['default']:.1f} ms)" for precision, r in bench["by_precision"].items())
     return (f"{ratios} on {bench['device']}, {bench['threads']} threads, the medians of {bench['rounds']} alternating "
             f"rounds of {bench['timed_steps']} steps, commit {bench['git_commit'][:7]}")
 
@@ -962,9 +962,10 @@ def speedrun_section(results: Path) -> Section:
     scored = {row["candidate"]: row for row in search_rows(entries)}
     rows = [[tex_escape(row["label"]) + (f" (chosen, {chosen[row['label']]})" if row["label"] in chosen else ""),
              ", ".join(map(str, row["seeds"])), pct(row["val_acc"]), f"{row['seconds']:.0f}"]
-            for row in sorted(scored.values(), key=lambda r: (len(r["seeds"]), r["seconds"]))]
+            for row in sorted(scored.values(), key=lambda r: (len(r["seeds"]), r["seconds"]))
+            if row["candidate"].tta]  # the ones that compete (choose)
     finalists = [row for row in scored.values() if len(row["seeds"]) > 1]
-    m = {"SpeedrunCandidates": str(len(rows)), "SpeedrunTrainings": str(len(entries)),
+    m = {"SpeedrunCandidates": str(len(scored)), "SpeedrunTrainings": str(len(entries)),
          "SpeedrunFinalists": str(len({row["candidate"].trained_as() for row in finalists})),
          "SpeedrunFinalistSeeds": str(max((len(row["seeds"]) for row in finalists), default=1)),
          "SpeedrunLimit": str(SEARCH_LIMIT_SECONDS), "SpeedrunTimeLimit": str(TIME_LIMIT_SECONDS),
@@ -972,7 +973,7 @@ def speedrun_section(results: Path) -> Section:
          "SpeedrunSearchMachine": tex_escape(f"{entries[0]['machine']['cpu']}, {entries[0]['machine']['threads']} threads"),
          "SpeedrunRetimed": tex_escape(retimed_sentence(entries))}
     wins, trainings, gain = tta_wins(entries)
-    m.update(SpeedrunTtaWins=f"{wins} of {trainings}", SpeedrunTtaGain=f"{gain:+.2f}")
+    m.update(SpeedrunTtaWins=f"{wins} of the search's {trainings} trainings", SpeedrunTtaGain=f"{gain:+.2f}")
     if PLAIN_SCORED_CHOICE in scored and (fp32_records := read_speedruns(folder, recipe_for("fp32"))):
         lead = scored[PLAIN_SCORED_CHOICE]["val_acc"] - scored[recipe_for("fp32")]["val_acc"]
         m["SpeedrunPlainLead"] = f"{lead * fp32_records[0]['val']['n']:.1f} validation images"
@@ -1006,8 +1007,11 @@ def speedrun_section(results: Path) -> Section:
                 f"on {device_label(stored[0]['device'])}, reached {pct(stored[0]['test']['acc'])}% test accuracy: a "
                 "different thread count sums in a different order, so the two trainings part ways.")
     malloc = _read(results, MALLOC_FILE)
-    m["SpeedrunMalloc"] = tex_escape(malloc_sentence(malloc) if malloc else
-                                     f"not measured yet: python -m utils.bench --malloc --out results/{MALLOC_FILE}")
+    current = [r for precision in PRECISIONS for r in read_speedruns(folder, recipe_for(precision))]
+    kept = sum(bool(r.get("freed_memory_kept")) for r in current)
+    m["SpeedrunMalloc"] = tex_escape(
+        (malloc_sentence(malloc) if malloc else f"not measured yet: python -m utils.bench --malloc --out results/{MALLOC_FILE}")
+        + f". {kept} of the {len(current)} stored seeds of the two recipes below ran with it")
     m["SpeedrunSuperseded"] = tex_escape(" ".join(f"Also stored: {superseded_sentence(recipe, records)}."
                                                   for recipe, records in superseded(folder)))
     if (finding := speedrun_finding(folder)) is not None:

@@ -9,8 +9,9 @@ recipes, one per precision: ``SPEEDRUN`` trains in bfloat16, for a CPU that mult
 AMX), ``SPEEDRUN_FP32`` in float32, which every x86 CPU runs; ``--precision auto`` takes the first where the CPU has
 the hardware. Each is the entry of ``FINALISTS`` of its precision that ``choose`` takes from the stored search
 (``results/speedrun/candidates.json``, made by ``--search`` on a quiet machine): the best mean validation accuracy
-over ``SEARCH_SEEDS`` among those whose longest seed finished within ``SEARCH_LIMIT_SECONDS``. The test split is
-scored once per seed, for those recipes only.
+with TTA over ``SEARCH_SEEDS`` among those whose longest seed finished within ``SEARCH_LIMIT_SECONDS`` (TTA-scored only
+since round ten, a rule set after that round's test read: see ``choose``). The test split is scored once per seed of
+each recipe the search chose; the seeds of earlier choices stay stored beside them (``superseded``).
 
 Every run's clock starts before the data is read and stops after the last test prediction (TTA included); the
 validation split is scored after that, off the clock, for the record. The record holds the phases beside the total.
@@ -208,7 +209,8 @@ SEARCH_SEEDS = (0, 1)
 SPEEDRUN = Candidate(epochs=48, width=16, batch_size=256, lr=3e-3, dropout=0.0)  # bfloat16, where the CPU multiplies it in hardware
 SPEEDRUN_FP32 = Candidate(epochs=45, width=16, pool_first=True, precision="fp32", dropout=0.0,
                           tta_shifts=True)  # float32, on every x86 CPU
-# Round ten's float32 choice while plain scores still competed with TTA's in ``choose``: by half a validation image.
+# Round ten's float32 choice while plain scores still competed with TTA's in ``choose``: half a validation image ahead
+# of SPEEDRUN_FP32 on the mean of two seeds.
 PLAIN_SCORED_CHOICE = Candidate(epochs=32, width=16, batch_size=256, lr=3e-3, dropout=0.0, precision="fp32", tta=False)
 
 
@@ -407,7 +409,8 @@ def choose(entries: list[dict], limit_seconds: float = SEARCH_LIMIT_SECONDS, pre
     where the search had them) whose longest seed finished within ``limit_seconds`` (ties: the faster), of
     ``precision`` only where given. Only TTA-scored: the speedrun scores with TTA (``tta_wins``: it beat the plain
     score on validation in most of the search's trainings), and a finalist's plain score on two seeds against its own
-    TTA score is noise; round ten's choice, the one plain-scored recipe, showed it (``PLAIN_SCORED_CHOICE``)."""
+    TTA score is noise; round ten's choice, the one plain-scored recipe (``PLAIN_SCORED_CHOICE``), showed it on test,
+    and this rule was set after that test read."""
     rows = [row for row in search_rows(entries)
             if row["candidate"].tta and precision in (None, row["candidate"].precision)]
     most_seeds = max((len(row["seeds"]) for row in rows), default=0)
@@ -496,14 +499,14 @@ def read_speedruns(out: Path = STORED, recipe: Candidate = SPEEDRUN, profile: Pr
 
 def superseded(folder: Path = STORED) -> list[tuple[Candidate, list[dict]]]:
     """The seeds stored in ``folder`` of recipes that are no longer a precision's (an earlier round of the search chose
-    them), by recipe, kept beside the current ones as what was tried."""
+    them), by recipe in the order they were run, kept beside the current ones as what was tried."""
     current = {recipe_for(precision) for precision in PRECISIONS}
     groups: dict[Candidate, list[dict]] = {}
     for path in sorted(folder.glob("speedrun-*.json")):
         record = json.loads(path.read_text())
         if (recipe := Candidate(**record["recipe"])) not in current:
             groups.setdefault(recipe, []).append(record)
-    return list(groups.items())
+    return sorted(groups.items(), key=lambda group: min(r["created"] for r in group[1]))  # in the order they were run
 
 
 def superseded_sentence(recipe: Candidate, records: list[dict]) -> str:
@@ -648,7 +651,7 @@ def records_markdown(records: list[dict], precision: str) -> list[str]:
              f"about a minute, so from the second seed on it counts the previous seed's own threads):", "",
              "| seed | wall time (s) | val acc | test acc | test macro-F1 | test AUC |", "|---|---|---|---|---|---|"]
     for r in records:
-        lines.append(f"| {r['seed']} | {r['wall_seconds']:.0f} | {r['val']['acc']:.2%} | {r['test']['acc']:.2%} | "
+        lines.append(f"| {r['seed']} | {r['wall_seconds']:.1f} | {r['val']['acc']:.2%} | {r['test']['acc']:.2%} | "
                      f"{r['test']['macro_f1']:.4f} | {r['test']['auc']:.4f} |")
     lines.append(f"| mean ± sd | {statistics.mean(r['wall_seconds'] for r in records):.0f} | "
                  f"{mean_sd([r['val']['acc'] for r in records])} | {mean_sd([r['test']['acc'] for r in records])} | | |")
@@ -663,12 +666,13 @@ PRECISION_NAMES = {"bf16": f"{PRECISION_WORDS['bf16']}, where the CPU has it",
 def readme_markdown(folder: Path = STORED) -> str:
     """The docs' speedrun block, from the committed records: each precision's seeds, then the side-by-side timing."""
     lines = []
+    shown = folder.relative_to(REPO_ROOT) if folder.is_relative_to(REPO_ROOT) else folder
     for precision in PRECISIONS:
         if records := read_speedruns(folder, recipe_for(precision)):
             lines += records_markdown(records, precision)
         else:
             lines += [f"**{PRECISION_NAMES[precision]}**: {recipe_for(precision).label}: not measured yet "
-                      f"(`python -m utils.speedrun --seeds 5 --precision {precision} --out {folder.relative_to(REPO_ROOT) if folder.is_relative_to(REPO_ROOT) else folder}` on a quiet machine).", ""]
+                      f"(`python -m utils.speedrun --seeds 5 --precision {precision} --out {shown}` on a quiet machine).", ""]
     versus_path = folder / "versus_standard.json"
     if versus_path.is_file():
         v = json.loads(versus_path.read_text())
@@ -677,9 +681,10 @@ def readme_markdown(folder: Path = STORED) -> str:
                      f"{v['speedrun']['seconds']:.0f} s (test {v['speedrun']['test_acc']:.2%}), SimpleCNN with the "
                      f"standard recipe ({v['standard']['config']['epochs']} epochs in float32, validated after every "
                      f"epoch, its best epoch kept) {v['standard']['seconds']:.0f} s (test "
-                     f"{v['standard']['test_acc']:.2%}): **{v['speedup']:.1f}x** faster.")
+                     f"{v['standard']['test_acc']:.2%}): **{v['speedup']:.1f}x** faster. One timing moves by as much as "
+                     f"a machine's speed between sessions; the ratio, both sides in one process, is the figure to read.")
     for recipe, records in superseded(folder):
-        lines += ["", f"Also stored in `{folder.name}/`: {superseded_sentence(recipe, records)}."]
+        lines += ["", f"Also stored in `{shown}/`: {superseded_sentence(recipe, records)}."]
     return "\n".join(lines).rstrip()
 
 
