@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import time
 
 import torch
@@ -348,14 +349,21 @@ def _timed_step_ms(model_name: str, threads: int, steps: int, data_root: str, ni
     ``threads`` threads: a worker of ``cpu_threads``."""
     if niceness:
         os.nice(niceness)
+    return _cpu_step_ms(model_name, {}, train_config(model_name, "bloodmnist", get_profile("full")), threads, steps,
+                        data_root, warmup=2)
+
+
+def _cpu_step_ms(model_name: str, model_kwargs: dict, cfg, threads: int, steps: int, data_root: str,
+                 warmup: int) -> float:
+    """ms per eager training step on the CPU, at ``threads`` threads, of ``model_name`` trained by ``cfg`` (its
+    precision included) on BloodMNIST's training split."""
     torch.set_num_threads(threads)
     device = torch.device("cpu")
     data = load_dataset("bloodmnist", data_root, device=device)
-    cfg = train_config(model_name, "bloodmnist", get_profile("full"))
     torch.manual_seed(0)
-    model = build_model(model_name, data.num_classes).to(memory_format=torch.channels_last)
-    run = _engine_runner(model, data.splits["train"], data.num_classes, cfg, "eager", None)
-    return 1000 * _time_steps(run, steps, 2, device)
+    model = build_model(model_name, data.num_classes, **model_kwargs).to(memory_format=torch.channels_last)
+    run = _engine_runner(model, data.splits["train"], data.num_classes, cfg, "eager", resolve_amp(cfg.amp, device))
+    return 1000 * _time_steps(run, steps, warmup, device)
 
 
 def _side_by_side(jobs: list[tuple], data_root: str) -> list[float]:
@@ -400,15 +408,9 @@ def _speedrun_step_ms(precision: str, keep_memory: bool, threads: int, steps: in
     cannot be undone), with freed memory kept or glibc's default."""
     if keep_memory and not keep_freed_memory():
         raise RuntimeError("keep_freed_memory: glibc's mallopt is not available here, so there is nothing to compare")
-    torch.set_num_threads(threads)
-    device = torch.device("cpu")
     recipe = recipe_for(precision)
-    data = load_dataset("bloodmnist", data_root, device=device)
-    cfg = recipe.train_config(0, get_profile("cpu"))
-    torch.manual_seed(0)
-    model = build_model(recipe.model, data.num_classes, **recipe.model_kwargs()).to(memory_format=torch.channels_last)
-    run = _engine_runner(model, data.splits["train"], data.num_classes, cfg, "eager", resolve_amp(cfg.amp, device))
-    return 1000 * _time_steps(run, steps, 3, device)
+    return _cpu_step_ms(recipe.model, recipe.model_kwargs(), recipe.train_config(0, get_profile("cpu")), threads,
+                        steps, data_root, warmup=3)
 
 
 def malloc_side_by_side(data_root=DEFAULT_DATA_ROOT, steps: int = 40, rounds: int = 3,
@@ -428,7 +430,7 @@ def malloc_side_by_side(data_root=DEFAULT_DATA_ROOT, steps: int = 40, rounds: in
                 with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
                     ms[setting].append(pool.submit(_speedrun_step_ms, precision, setting == "kept", threads, steps,
                                                    data_root).result())
-        median = {setting: sorted(v)[len(v) // 2] for setting, v in ms.items()}
+        median = {setting: statistics.median(v) for setting, v in ms.items()}
         out[precision] = {"ms_per_step": ms, "median_ms": median, "speedup": median["default"] / median["kept"]}
     return {"device": f"cpu ({cpu_model()}, {os.cpu_count()} cores)", "threads": threads,
             "torch_version": torch.__version__, "git_commit": git_commit(), "timed_steps": steps, "rounds": rounds,

@@ -974,13 +974,14 @@ def speedrun_section(results: Path) -> Section:
          "SpeedrunRetimed": tex_escape(retimed_sentence(entries))}
     wins, trainings, gain = tta_wins(entries)
     m.update(SpeedrunTtaWins=f"{wins} of the search's {trainings} trainings", SpeedrunTtaGain=f"{gain:+.2f}")
-    if PLAIN_SCORED_CHOICE in scored and (fp32_records := read_speedruns(folder, recipe_for("fp32"))):
+    current = {precision: read_speedruns(folder, recipe_for(precision)) for precision in PRECISIONS}
+    if PLAIN_SCORED_CHOICE in scored and current["fp32"]:
         lead = scored[PLAIN_SCORED_CHOICE]["val_acc"] - scored[recipe_for("fp32")]["val_acc"]
-        m["SpeedrunPlainLead"] = f"{lead * fp32_records[0]['val']['n']:.1f} validation images"
+        m["SpeedrunPlainLead"] = f"{lead * current['fp32'][0]['val']['n']:.1f} validation images"
     for precision, prefix in (("bf16", "SpeedrunBf"), ("fp32", "SpeedrunFp")):
         recipe = recipe_for(precision)
         m[f"{prefix}Recipe"] = tex_escape(recipe.label)
-        records = read_speedruns(folder, recipe)
+        records = current[precision]
         if not records:
             m[f"{prefix}Targets"] = "Its seeds are not measured yet."
             continue
@@ -1007,11 +1008,11 @@ def speedrun_section(results: Path) -> Section:
                 f"on {device_label(stored[0]['device'])}, reached {pct(stored[0]['test']['acc'])}% test accuracy: a "
                 "different thread count sums in a different order, so the two trainings part ways.")
     malloc = _read(results, MALLOC_FILE)
-    current = [r for precision in PRECISIONS for r in read_speedruns(folder, recipe_for(precision))]
-    kept = sum(bool(r.get("freed_memory_kept")) for r in current)
+    seeds = [r for records in current.values() for r in records]
+    kept = sum(bool(r.get("freed_memory_kept")) for r in seeds)
     m["SpeedrunMalloc"] = tex_escape(
         (malloc_sentence(malloc) if malloc else f"not measured yet: python -m utils.bench --malloc --out results/{MALLOC_FILE}")
-        + f". {kept} of the {len(current)} stored seeds of the two recipes below ran with it")
+        + f". {kept} of the {len(seeds)} stored seeds of the two recipes below ran with it")
     m["SpeedrunSuperseded"] = tex_escape(" ".join(f"Also stored: {superseded_sentence(recipe, records)}."
                                                   for recipe, records in superseded(folder)))
     if (finding := speedrun_finding(folder)) is not None:
