@@ -185,3 +185,28 @@ def test_bench_table_shows_every_pipeline_side_by_side_and_says_why_one_was_skip
     (tmp_path / "bench" / "bench_quick_cpu.json").write_text(json.dumps(bench))
     with pytest.raises(ValueError, match="run `python -m utils.bench --quick --out` again"):
         bench_table(tmp_path)
+
+
+def _pair_row(name: str, diffs: list[float], planned: int, variant_accs: dict[str, float]) -> dict:
+    from utils.comparisons import seed_interval, verdict, VERDICT_WORDS
+    interval = seed_interval(diffs)
+    return {"name": name, "group": "headline", "seeds_paired": len(diffs), "seeds_planned": planned,
+            "test_diff_mean": sum(diffs) / len(diffs) if diffs else None, "test_diff_interval": interval,
+            "mcnemar_test_pooled": {"variant_only_right": 9, "base_only_right": 3, "p": 0.146} if diffs else None,
+            "verdict": verdict(interval, len(diffs), planned, VERDICT_WORDS["headline"]),
+            "variant_test_acc_by_seed": variant_accs}
+
+
+def test_baseline_pairs_say_what_lifts_resnet18_and_call_a_partial_pair_pending():
+    from utils.report import baseline_pairs_sentence, published_at_28
+    published = dict(published_at_28())["ResNet-18 (28)"]
+    rows = [_pair_row("ResNet-18 vs DeepEfficientNet", [0.30], 3, {"0": published + 0.015}),
+            _pair_row("Lite0: ImageNet weights vs scratch", [0.5, 0.7, 0.9], 3, {"0": 0.98, "1": 0.98, "2": 0.98})]
+    text = baseline_pairs_sentence(rows, tex=False)
+    assert "ResNet-18 trained with this recipe" in text and "over 1 seed," in text
+    assert f"{100 * published:.1f}%" in text and "+1.50 points with the architecture held" in text
+    # One seed of three: the difference is said, the verdict is not.
+    assert "ResNet-18 against DeepEfficientNet: +0.30 official test points on 1 of 3 planned seeds, no verdict" in text
+    assert "EfficientNet-Lite0 from ImageNet weights is ahead of the same model from scratch by +0.70" in text
+    # Nothing stored: nothing said.
+    assert baseline_pairs_sentence([_pair_row("ResNet-18 vs DeepEfficientNet", [], 3, {})]) == ""

@@ -119,6 +119,15 @@ def missing_full_sentence(runs_folder: Path, command: str | None = f"`{MISSING_F
               "python -m utils.sweep --profile full --dry-run lists.")
 
 
+def incomplete_full_sentence(runs_folder: Path) -> str:
+    """The report's short version of ``missing_full_sentence``: which headline models are short of seeds."""
+    missing = missing_full_budget(runs_folder)
+    if not missing:
+        return ""
+    return (f"Models whose full-budget runs are not all stored yet ({', '.join(missing)}) are named, with their seeds, "
+            "in notebooks 02 and 04.")
+
+
 def results_table(folder: str | Path = "results/runs") -> str:
     """Markdown tables of the stored runs, best test accuracy first within each: the full budget's; the other
     profiles' runs of study rows with no full-budget run yet (their approximations); the other profiles' runs whose
@@ -330,7 +339,7 @@ MACROS = (
     "DeepEffTTATestAccMean", "DeepEffTTAValAcc", "DeepEffTTATestAcc", "RoadProfile", "BenchFloorFraction",
     "GpuBenchFloorFraction", "BaselineBudget", "AttentionBudget", "AblationBudget", "ZooBudget", "ImbalanceBudget",
     "AblationFullBudget", "AblationFullRows", "AblationFullAugmentDelta", "AblationFullAugmentSeeds",
-    "AblationFullRecipeSeeds", "SpeedrunVersusThreads", "SpeedrunStandardStored", "HeadlineMissing", "ProbeResNetSentence", "PublishedResNetAcc", "PublishedBestAcc", "PublishedBestName", "DeepEffTargetPct", "DeepEffAimPct", "DeepEffAim", "DeepEffSeedsBootLow",
+    "AblationFullRecipeSeeds", "SpeedrunVersusThreads", "SpeedrunStandardStored", "HeadlineMissing", "HeadlineIncomplete", "BaselinePairsSentence", "ProbeResNetSentence", "PublishedResNetAcc", "PublishedBestAcc", "PublishedBestName", "DeepEffTargetPct", "DeepEffAimPct", "DeepEffAim", "DeepEffSeedsBootLow",
     "DeepEffSeedsBootHigh", "DeepEffTestAccBootLow", "DeepEffTestAccBootHigh",
     "ProbeBasicVal", "PreviousRecipeVal", "ProbeValImages", "ProbeValN", "PreviousRecipeValLow",
     "PreviousRecipeValHigh", "ProbeDelta", "HeadlineTestSentence",
@@ -750,6 +759,7 @@ def headline_section(results: Path) -> Section:
     devices = sorted({device_label(record["device"]) for record in map(lambda run: _run(results, run), runs) if record})
     m = {"HeadlineModels": str(len(rows)), "HeadlineRuns": str(len(runs)), "HeadlineDevices": tex_escape(", ".join(devices)),
          "HeadlineMissing": tex_escape(missing_full_sentence(results / "runs", command=None)),
+         "HeadlineIncomplete": tex_escape(incomplete_full_sentence(results / "runs")),
          "HeadlineMissingCommand": (tex_escape(MISSING_FULL_COMMAND).replace("--", "-{}-")
                                     if missing_full_budget(results / "runs") else ""),
          "HeadlineBest": tex_escape(best["name"]), "HeadlineBestTestAcc": pct(best["test_acc_mean"])}
@@ -1119,13 +1129,40 @@ def pair_sentence(row: dict, first: str, second: str, tex: bool = True) -> str:
         return ""
     number = signed if tex else (lambda x: f"{x:+.2f}")
     mc = row["mcnemar_test_pooled"]
+    p = tex_escape(p_clause(mc["p"])) if tex else p_clause(mc["p"])
+    if row["verdict"].startswith(("pending", "no verdict")):
+        return (f"{first} against {second}: {number(row['test_diff_mean'])} official test points on "
+                f"{row['seeds_paired']} of {row['seeds_planned']} planned seed{'s' if row['seeds_planned'] > 1 else ''}, "
+                f"no verdict until every planned seed is stored (exact McNemar {p})")
     word = {"ahead": "is ahead of", "behind": "is behind"}.get(row["verdict"], "is not told apart from")
     low_high = row["test_diff_interval"]
     interval = f"{number(low_high[0])} to {number(low_high[1])}" if low_high else "no interval"
     joint = " by" if row["verdict"] in ("ahead", "behind") else ":"
-    p = tex_escape(p_clause(mc["p"])) if tex else p_clause(mc["p"])
     return (f"{first} {word} {second}{joint} {number(row['test_diff_mean'])} official test points over "
             f"{row['seeds_paired']} paired seeds (95{chr(92) if tex else ''}% interval {interval}; exact McNemar {p})")
+
+
+def baseline_pairs_sentence(rows: list[dict], tex: bool = True) -> str:
+    """What lifts ResNet-18 above its published 28x28 result (the recipe, on the same architecture; the architecture,
+    against DeepEfficientNet under the same recipe) and whether ImageNet weights explain Lite0's lead (#35)."""
+    by_name = {r["name"]: r for r in rows}
+    resnet, lite = by_name.get("ResNet-18 vs DeepEfficientNet"), by_name.get("Lite0: ImageNet weights vs scratch")
+    sentences = []
+    if resnet and resnet["seeds_paired"]:
+        published = dict(published_at_28())["ResNet-18 (28)"]
+        stored = list(resnet["variant_test_acc_by_seed"].values())
+        mean = sum(stored) / len(stored)
+        percent = "\\%" if tex else "%"
+        sentences.append(
+            f"ResNet-18 trained with this recipe reaches {pct(mean)}{percent} mean test accuracy over "
+            f"{len(stored)} seed{'s' if len(stored) > 1 else ''}, against the "
+            f"{pct(published, 1)}{percent} MedMNIST v2 reports for the same architecture at 28x28 with its own recipe "
+            f"({(signed if tex else lambda x: f'{x:+.2f}')(100 * (mean - published))} points with the architecture held, so "
+            "what the recipe changes, against one published number with no interval); under the same recipe, " + pair_sentence(resnet, "ResNet-18", "DeepEfficientNet", tex))
+    if lite and lite["seeds_paired"]:
+        sentences.append(pair_sentence(lite, "EfficientNet-Lite0 from ImageNet weights", "the same model from scratch",
+                                       tex))
+    return "".join(f"{s[0].upper()}{s[1:]}. " for s in sentences).strip()
 
 
 def paired_section(results: Path) -> Section:
@@ -1158,6 +1195,7 @@ def paired_section(results: Path) -> Section:
         m["AttentionShort"] = m["AttentionFindings"]
     if lite:
         m["PairLiteSentence"] = pair_sentence(lite, "EfficientNet-Lite0 from ImageNet weights", "DeepEfficientNet")
+    m["BaselinePairsSentence"] = baseline_pairs_sentence(rows)
     # The recipe's ingredients have their own table (ingredients_section).
     shown = [r for r in rows if r["group"] != "recipe"]
     return m, {"paired": _table(PAIRED_HEADER, paired_rows(shown), "", align="lrrrrrrl")}
@@ -1236,6 +1274,7 @@ def findings_markdown(results: Path = Path("results")) -> str:
                 simple, f"SimpleCNN ({simple['variant_params'] / 1e6:.2f}M parameters)",
                 f"DeepEfficientNet ({simple['base_params'] / 1e6:.2f}M)", tex=False) + ".")
         lines.append(attention_findings(paired["rows"]))
+        lines.append(baseline_pairs_sentence(paired["rows"], tex=False))
     if speedrun := speedrun_finding(results / "speedrun"):
         lines.append(speedrun)
     pcam = read_summary("pcam", "cpu", results)
