@@ -210,3 +210,16 @@ def test_baseline_pairs_say_what_lifts_resnet18_and_call_a_partial_pair_pending(
     assert "EfficientNet-Lite0 from ImageNet weights is ahead of the same model from scratch by +0.70" in text
     # Nothing stored: nothing said.
     assert baseline_pairs_sentence([_pair_row("ResNet-18 vs DeepEfficientNet", [], 3, {})]) == ""
+
+
+def test_the_ingredients_finding_sets_each_claim_beside_its_measured_difference():
+    from utils.report import ingredients_finding
+    rows = [_pair_row("DeepEfficientNet's own SE", [0.26], 3, {}),
+            _pair_row("DeepEfficientNet: cosine annealing over step decay", [-0.1, 0.2, 0.05], 3, {}),
+            _pair_row("DeepEfficientNet: flips and turns over affine + colour", [0.5], 3, {})]
+    text = ingredients_finding(rows)
+    assert "SE +0.26 (claimed +2.5; 1 of 3 seeds, no verdict yet)" in text
+    assert "cosine annealing over step decay +0.05 (claimed +3.29; 3 seeds: no effect detected)" in text
+    # No claim was made for the previous recipe's augmentation; an ingredient with no run stored is not mentioned.
+    assert "affine" not in text and "regularisation" not in text
+    assert ingredients_finding([]) == ""
