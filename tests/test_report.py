@@ -204,7 +204,7 @@ def test_baseline_pairs_say_what_lifts_resnet18_and_call_a_partial_pair_pending(
             _pair_row("Lite0: ImageNet weights vs scratch", [0.5, 0.7, 0.9], 3, {"0": 0.98, "1": 0.98, "2": 0.98})]
     text = baseline_pairs_sentence(rows, tex=False)
     assert "ResNet-18 trained with this recipe" in text and "over 1 seed," in text
-    assert f"{100 * published:.1f}%" in text and "+1.50 points with the architecture held" in text
+    assert f"{100 * published:.1f}%" in text and "+1.50 points on the same architecture, so from the recipe" in text
     # One seed of three: the difference is said, the verdict is not.
     assert "ResNet-18 against DeepEfficientNet: +0.30 official test points on 1 of 3 planned seeds, no verdict" in text
     assert "EfficientNet-Lite0 from ImageNet weights is ahead of the same model from scratch by +0.70" in text

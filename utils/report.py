@@ -1172,6 +1172,9 @@ def pair_sentence(row: dict, first: str, second: str, tex: bool = True) -> str:
             f"{row['seeds_paired']} paired seeds (95{chr(92) if tex else ''}% interval {interval}; exact McNemar {p})")
 
 
+TEX_28 = "$28\\times28$"
+
+
 def baseline_pairs_sentence(rows: list[dict], tex: bool = True) -> str:
     """What lifts ResNet-18 above its published 28x28 result (the recipe, on the same architecture; the architecture,
     against DeepEfficientNet under the same recipe) and whether ImageNet weights explain Lite0's lead (#35)."""
@@ -1186,9 +1189,11 @@ def baseline_pairs_sentence(rows: list[dict], tex: bool = True) -> str:
         sentences.append(
             f"ResNet-18 trained with this recipe reaches {pct(mean)}{percent} mean test accuracy over "
             f"{len(stored)} seed{'s' if len(stored) > 1 else ''}, against the "
-            f"{pct(published, 1)}{percent} MedMNIST v2 reports for the same architecture at 28x28 with its own recipe "
-            f"({(signed if tex else lambda x: f'{x:+.2f}')(100 * (mean - published))} points with the architecture held, so "
-            "what the recipe changes, against one published number with no interval); under the same recipe, " + pair_sentence(resnet, "ResNet-18", "DeepEfficientNet", tex))
+            f"{pct(published, 1)}{percent} MedMNIST v2 reports for the same architecture at "
+            f"{TEX_28 if tex else '28x28'} with its own recipe "
+            f"({(signed if tex else lambda x: f'{x:+.2f}')(100 * (mean - published))} points on the same architecture, so "
+            "from the recipe; one published number, no interval); under the same recipe, "
+            + pair_sentence(resnet, "ResNet-18", "DeepEfficientNet", tex))
     if lite and lite["seeds_paired"]:
         sentences.append(pair_sentence(lite, "EfficientNet-Lite0 from ImageNet weights", "the same model from scratch",
                                        tex))
