@@ -861,6 +861,7 @@ def ingredient_rows(results: Path) -> list[list[str]]:
     what this repository measured: at the full budget the paired test difference, recipe minus the ablation that
     removes it, over the seeds stored (with its t interval) and the verdict rule's word; at the ablation screen the
     validation difference, labelled as a screen. Plain text; the report and the docs format it."""
+    from .comparisons import p_clause
     paired = read_summary("paired", "full", results)
     screen = read_summary("ablations", "cpu", results)
     by_base = {r["base"]: r for r in (paired or {}).get("rows", [])
@@ -878,6 +879,8 @@ def ingredient_rows(results: Path) -> list[list[str]]:
             interval = row["test_diff_interval"]
             full = (f"{row['test_diff_mean']:+.2f} ({row['seeds_paired']} of {row['seeds_planned']} seeds"
                     + (f"; 95% interval {interval[0]:+.2f} to {interval[1]:+.2f}" if interval else "")
+                    # McNemar on the pooled test images: the uncertainty a single seed has, which no interval gives
+                    + f"; McNemar {p_clause(row['mcnemar_test_pooled']['p'])}"
                     # "pending (1 of 3 seeds)" would repeat the seeds just given
                     + f"): {'pending' if row['verdict'].startswith('pending') else row['verdict']}")
         shown = screen_rows.get(ablation)
