@@ -187,14 +187,16 @@ def test_bench_table_shows_every_pipeline_side_by_side_and_says_why_one_was_skip
         bench_table(tmp_path)
 
 
-def _pair_row(name: str, diffs: list[float], planned: int, variant_accs: dict[str, float]) -> dict:
+def _pair_row(name: str, diffs: list[float], planned: int, variant_accs: dict[str, float], ablation: str = "") -> dict:
+    """A paired summary row; with ``ablation``, DeepEfficientNet's recipe against that ablation."""
     from utils.comparisons import seed_interval, verdict, VERDICT_WORDS
     interval = seed_interval(diffs)
     return {"name": name, "group": "headline", "seeds_paired": len(diffs), "seeds_planned": planned,
             "test_diff_mean": sum(diffs) / len(diffs) if diffs else None, "test_diff_interval": interval,
             "mcnemar_test_pooled": {"variant_only_right": 9, "base_only_right": 3, "p": 0.146} if diffs else None,
             "verdict": verdict(interval, len(diffs), planned, VERDICT_WORDS["headline"]),
-            "variant_test_acc_by_seed": variant_accs}
+            "variant_test_acc_by_seed": variant_accs,
+            "backbone": "DeepEfficientNet" if ablation else "", "variant": "recipe" if ablation else "", "base": ablation}
 
 
 def test_baseline_pairs_say_what_lifts_resnet18_and_call_a_partial_pair_pending():
@@ -214,9 +216,10 @@ def test_baseline_pairs_say_what_lifts_resnet18_and_call_a_partial_pair_pending(
 
 def test_the_ingredients_finding_sets_each_claim_beside_its_measured_difference():
     from utils.report import ingredients_finding
-    rows = [_pair_row("DeepEfficientNet's own SE", [0.26], 3, {}),
-            _pair_row("DeepEfficientNet: cosine annealing over step decay", [-0.1, 0.2, 0.05], 3, {}),
-            _pair_row("DeepEfficientNet: flips and turns over affine + colour", [0.5], 3, {})]
+    rows = [_pair_row("DeepEfficientNet's own SE", [0.26], 3, {}, "SE off"),
+            _pair_row("DeepEfficientNet: cosine annealing over step decay", [-0.1, 0.2, 0.05], 3, {}, "step schedule"),
+            _pair_row("DeepEfficientNet: flips and turns over affine + colour", [0.5], 3, {},
+                      "affine + colour augmentation")]
     text = ingredients_finding(rows)
     assert "SE +0.26 (claimed +2.5; 1 of 3 seeds, no verdict yet)" in text
     assert "cosine annealing over step decay +0.05 (claimed +3.29; 3 seeds: no effect detected)" in text

@@ -119,15 +119,6 @@ def missing_full_sentence(runs_folder: Path, command: str | None = f"`{MISSING_F
               "python -m utils.sweep --profile full --dry-run lists.")
 
 
-def incomplete_full_sentence(runs_folder: Path) -> str:
-    """The report's short version of ``missing_full_sentence``: which headline models are short of seeds."""
-    missing = missing_full_budget(runs_folder)
-    if not missing:
-        return ""
-    return (f"Models whose full-budget runs are not all stored yet ({', '.join(missing)}) are named, with their seeds, "
-            "in notebooks 02 and 04.")
-
-
 def results_table(folder: str | Path = "results/runs") -> str:
     """Markdown tables of the stored runs, best test accuracy first within each: the full budget's; the other
     profiles' runs of study rows with no full-budget run yet (their approximations); the other profiles' runs whose
@@ -765,13 +756,14 @@ def headline_section(results: Path) -> Section:
     best = max(rows, key=lambda r: r["val_acc_mean"])
     runs = [run for name in ("baselines", "attention") for run in (read_summary(name, "full", results) or {}).get("runs", [])]
     devices = sorted({device_label(record["device"]) for record in map(lambda run: _run(results, run), runs) if record})
+    missing = list(missing_full_budget(results / "runs"))  # the headline models short of full-budget seeds
     m = {"HeadlineModels": str(len(rows)), "HeadlineRuns": str(len(runs)), "HeadlineDevices": tex_escape(", ".join(devices)),
          "HeadlineMissing": tex_escape(missing_full_sentence(results / "runs", command=None)),
-         "HeadlineIncomplete": tex_escape(incomplete_full_sentence(results / "runs")),
-         "HeadlineOpen": (f"the full-budget seeds still missing for {tex_escape(_and(list(missing_full_budget(results / 'runs'))))} "
-                          "(Section~\\ref{sec:full});" if missing_full_budget(results / "runs") else ""),
-         "HeadlineMissingCommand": (tex_escape(MISSING_FULL_COMMAND).replace("--", "-{}-")
-                                    if missing_full_budget(results / "runs") else ""),
+         "HeadlineIncomplete": tex_escape(f"Models whose full-budget runs are not all stored yet ({', '.join(missing)}) are "
+                                          "named, with their seeds, in notebooks 02 and 04.") if missing else "",
+         "HeadlineOpen": (f"the full-budget seeds still missing for {tex_escape(_and(missing))} "
+                          "(Section~\\ref{sec:full});" if missing else ""),
+         "HeadlineMissingCommand": tex_escape(MISSING_FULL_COMMAND).replace("--", "-{}-") if missing else "",
          "HeadlineBest": tex_escape(best["name"]), "HeadlineBestTestAcc": pct(best["test_acc_mean"])}
     ours = next((r for r in rows if r["name"] == "DeepEfficientNet"), None)
     if ours:
@@ -856,6 +848,11 @@ INGREDIENT_HEADER = ["Ingredient (the ablation that removes it)", "Claimed (poin
                      "Screen: val, recipe minus ablation (points)"]
 
 
+def ingredient_pairs(rows: list[dict]) -> dict[str, dict]:
+    """The paired rows of the recipe's ingredients (SE's included), each under the ablation that removes it."""
+    return {r["base"]: r for r in rows if r["backbone"] == "DeepEfficientNet" and r["variant"] == "recipe"}
+
+
 def ingredient_rows(results: Path) -> list[list[str]]:
     """The course project's credit for each ingredient of DeepEfficientNet's recipe (``RECIPE_INGREDIENTS``) beside
     what this repository measured: at the full budget the paired test difference, recipe minus the ablation that
@@ -864,8 +861,7 @@ def ingredient_rows(results: Path) -> list[list[str]]:
     from .comparisons import p_clause
     paired = read_summary("paired", "full", results)
     screen = read_summary("ablations", "cpu", results)
-    by_base = {r["base"]: r for r in (paired or {}).get("rows", [])
-               if r["backbone"] == "DeepEfficientNet" and r["variant"] == "recipe"}
+    by_base = ingredient_pairs((paired or {}).get("rows", []))
     screen_rows = {r["name"]: r for r in (screen or {}).get("rows", [])}
     screen_recipe = screen_rows.get("recipe")
     rows = []
@@ -1134,11 +1130,10 @@ def attention_findings(rows: list[dict]) -> str:
 def ingredients_finding(rows: list[dict]) -> str:
     """The README's line on the course project's recipe claims: each claimed gain beside the paired test difference
     measured at the full budget, over the seeds stored."""
-    from .studies import RECIPE_INGREDIENTS
-    by_name = {r["name"]: r for r in rows}
+    by_base = ingredient_pairs(rows)
     said = []
-    for ingredient, _, claimed in RECIPE_INGREDIENTS:
-        row = by_name.get("DeepEfficientNet's own SE" if ingredient == "SE" else f"DeepEfficientNet: {ingredient}")
+    for ingredient, ablation, claimed in RECIPE_INGREDIENTS:
+        row = by_base.get(ablation)
         if claimed is None or not row or not row["seeds_paired"]:
             continue
         verdict = (f"{row['seeds_paired']} of {row['seeds_planned']} seeds, no verdict yet"
@@ -1155,12 +1150,17 @@ def findings_section(results: Path) -> Section:
     return recipe_findings(results), {}
 
 
+def _signed_for(tex: bool):
+    """A signed number as the report (a true minus sign) or the README (plain text) prints it."""
+    return signed if tex else (lambda x: f"{x:+.2f}")
+
+
 def pair_sentence(row: dict, first: str, second: str, tex: bool = True) -> str:
     """One headline pair as the abstract, the text (``tex``) and the README say it."""
     from .comparisons import p_clause
     if row["seeds_paired"] == 0:
         return ""
-    number = signed if tex else (lambda x: f"{x:+.2f}")
+    number = _signed_for(tex)
     mc = row["mcnemar_test_pooled"]
     p = tex_escape(p_clause(mc["p"])) if tex else p_clause(mc["p"])
     if row["verdict"].startswith(("pending", "no verdict")):
@@ -1194,7 +1194,7 @@ def baseline_pairs_sentence(rows: list[dict], tex: bool = True) -> str:
             f"{len(stored)} seed{'s' if len(stored) > 1 else ''}, against the "
             f"{pct(published, 1)}{percent} MedMNIST v2 reports for the same architecture at "
             f"{TEX_28 if tex else '28x28'} with its own recipe "
-            f"({(signed if tex else lambda x: f'{x:+.2f}')(100 * (mean - published))} points on the same architecture, so "
+            f"({_signed_for(tex)(100 * (mean - published))} points on the same architecture, so "
             "from the recipe; one published number, no interval); under the same recipe, "
             + pair_sentence(resnet, "ResNet-18", "DeepEfficientNet", tex))
     if lite and lite["seeds_paired"]:
