@@ -231,7 +231,7 @@ SPEEDRUN = Candidate(epochs=48, width=16, batch_size=256, lr=3e-3, dropout=0.0) 
 SPEEDRUN_FP32 = Candidate(epochs=48, width=16, pool_first=True, precision="fp32", dropout=0.0, ema_decay=0.99,
                           tta_shifts=True)  # float32, on every x86 CPU
 # Round ten's float32 choice while plain scores still competed with TTA's in ``choose``: half a validation image ahead
-# of SPEEDRUN_FP32 on the mean of two seeds.
+# of round nine's float32 recipe on the mean of two seeds.
 PLAIN_SCORED_CHOICE = Candidate(epochs=32, width=16, batch_size=256, lr=3e-3, dropout=0.0, precision="fp32", tta=False)
 
 
