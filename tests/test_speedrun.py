@@ -225,6 +225,26 @@ def test_the_committed_speedruns_are_what_their_predictions_give_and_the_docs_sa
             assert record["seconds"]["data"] > 0 and record["seconds"][f"score_{speedrun.tta_scheme(Candidate(**record['recipe']))}"] > 0
             assert record["config"]["amp"] == ("bf16" if precision == "bf16" else "off")
         assert speedrun.targets_sentence(records) in page
+    for cpu_folder, recipe, records in speedrun.other_cpu_records():  # results/speedrun/other-cpus/<cpu>/
+        for record in records:
+            check_record_metrics(record, cpu_folder / f"{record['run']}.npz", intervals=("test",))
+        assert speedrun.targets_sentence(records) in page
+
+
+def test_seeds_timed_on_another_cpu_are_shown_with_their_cpu_named(tmp_path):
+    other = tmp_path / "other-cpus" / "some-cpu"
+    other.mkdir(parents=True)
+    for record in speedrun.read_speedruns(recipe=SPEEDRUN_FP32)[:2]:
+        (other / f"{record['run']}.json").write_text(json.dumps(dict(record, cpu="Some CPU", native_bf16=False,
+                                                                      wall_seconds=160.0)))
+    ((folder, recipe, records),) = speedrun.other_cpu_records(tmp_path)
+    assert folder == other and recipe == SPEEDRUN_FP32 and [r["seed"] for r in records] == [0, 1]
+    sentence = speedrun.other_cpu_sentence(recipe, records)
+    assert sentence.startswith("On Some CPU (2 threads, bfloat16 in hardware: no;") and "the float32 recipe" in sentence
+    assert "its longest seed is over the 150 s limit by 10 s" in sentence
+    page = speedrun.readme_markdown(tmp_path)
+    assert "Measured on another CPU as well (" in page and " on Some CPU (2 threads" in page
+    assert speedrun.targets_sentence(records) in page
 
 
 def test_progressive_resizing_trains_the_first_epochs_small_and_always_ends_at_full_size():

@@ -340,7 +340,7 @@ MACROS = (
     "HeadlineModels", "HeadlineRuns", "HeadlineDevices", "HeadlineBest", "HeadlineBestTestAcc", "HeadlineAheadSentence", "RoadGradCAM", "RoadGradCAMpp", "RoadN",
     "RoadRandom", "RoadVerdict", "PcamBudget", "TopConfusions", "DeepEffSeedsPhrase", "GradcamRun", "GradcamBudget", "ZooBest", "ZooBestTestAcc",
     "SpeedrunCandidates", "SpeedrunRetimed", "SpeedrunTrainings", "SpeedrunFinalists", "SpeedrunFinalistSeeds", "SpeedrunSuperseded", "SpeedrunLimit", "SpeedrunTimeLimit", "SpeedrunAim", "SpeedrunTarget",
-    "SpeedrunSearchMachine", "SpeedrunSpeedup", "SpeedrunStandardSeconds", "SpeedrunVersusSeconds", "SpeedrunVersusRecipe",
+    "SpeedrunOtherCpus", "SpeedrunSearchMachine", "SpeedrunSpeedup", "SpeedrunStandardSeconds", "SpeedrunVersusSeconds", "SpeedrunVersusRecipe",
     "SpeedrunVersusTestAcc", "SpeedrunStandardTestAcc", "SpeedrunVersusThreads", "SpeedrunMalloc", "SpeedrunTtaWins", "SpeedrunTtaGain", "SpeedrunPlainLead",
     *(f"{prefix}{name}" for prefix in ("SpeedrunBf", "SpeedrunFp") for name in (
         "Recipe", "Seeds", "TestAcc", "TestAccMean", "ValAccMean", "Seconds", "SecondsMax", "Machine", "Targets", "Commit")),
@@ -971,8 +971,9 @@ def speedrun_section(results: Path) -> Section:
     test, with the side-by-side timing against the standard recipe."""
     from statistics import mean, stdev
     from .speedrun import (AIM_SECONDS, EARLIER, PLAIN_SCORED_CHOICE, PRECISIONS, SEARCH_LIMIT_SECONDS, TARGET_ACCURACY,
-                           TIME_LIMIT_SECONDS, read_candidates, read_speedruns, recipe_for, retimed_sentence, search_rows, stored_recipe,
-                           superseded, superseded_sentence, target_verdicts, tta_wins)
+                           TIME_LIMIT_SECONDS, other_cpu_records, other_cpu_sentence, read_candidates, read_speedruns, recipe_for,
+                           retimed_sentence, search_rows, stored_recipe, superseded, superseded_sentence, target_verdicts,
+                           tta_wins)
     folder = results / "speedrun"
     entries = read_candidates(folder, missing_ok=True)
     if not entries:
@@ -1034,6 +1035,8 @@ def speedrun_section(results: Path) -> Section:
         + f". {kept} of the {len(seeds)} stored seeds of the two recipes below ran with it")
     m["SpeedrunSuperseded"] = tex_escape(" ".join(f"Also stored: {superseded_sentence(recipe, records)}."
                                                   for recipe, records in superseded(folder)))
+    m["SpeedrunOtherCpus"] = tex_escape(" ".join(other_cpu_sentence(recipe, records)
+                                                 for _, recipe, records in other_cpu_records(folder)))
     if (finding := speedrun_finding(folder)) is not None:
         m["SpeedrunShort"] = tex_escape(finding)
     earlier_folder = folder / EARLIER.name

@@ -59,6 +59,9 @@ SEARCH_LIMIT_SECONDS = 135
 # The earlier five-minute recipe (300 s limit; 40 epochs in bfloat16, measured on an Intel Xeon with AMX at 2a3ba5d),
 # kept as it was stored: its search, seeds and side-by-side timing.
 EARLIER = STORED / "five-minutes"
+# Seeds measured on other CPUs than the search's, one folder per CPU, as --out put them there: python -m utils.speedrun
+# --seeds 5 --threads 2 --out results/speedrun/other-cpus/<cpu>. The search's CPU stays the one the recipes were chosen on.
+OTHER_CPUS = STORED / "other-cpus"
 
 
 @dataclass(frozen=True)
@@ -538,6 +541,32 @@ def superseded_sentence(recipe: Candidate, records: list[dict]) -> str:
             f"(commit {records[0]['git_commit'][:7]}, {records[0]['cpu']}, {records[0]['threads']} threads)")
 
 
+def other_cpu_records(folder: Path = STORED) -> list[tuple[Path, Candidate, list[dict]]]:
+    """The seeds stored under ``<folder>/other-cpus/<cpu>/``, as (its folder, the recipe, its records by seed), by folder
+    and then the order the recipes were run."""
+    groups = []
+    for cpu_folder in sorted(p for p in (folder / OTHER_CPUS.name).glob("*") if p.is_dir()):
+        recipes: dict[Candidate, list[dict]] = {}
+        for path in sorted(cpu_folder.glob("speedrun-*.json")):
+            record = json.loads(path.read_text())
+            recipes.setdefault(Candidate(**record["recipe"]), []).append(record)
+        groups += [(cpu_folder, recipe, sorted(records, key=lambda r: r["seed"]))
+                   for recipe, records in sorted(recipes.items(), key=lambda group: min(r["created"] for r in group[1]))]
+    return groups
+
+
+def other_cpu_sentence(recipe: Candidate, records: list[dict]) -> str:
+    """One other CPU's seeds of ``recipe`` against the targets, in one sentence that names the CPU."""
+    first, current = records[0], recipe in {recipe_for(precision) for precision in PRECISIONS}
+    mean = statistics.mean(r["test"]["acc"] for r in records)
+    return (f"On {first['cpu']} ({first['threads']} threads, bfloat16 in hardware: "
+            f"{'yes' if first['native_bf16'] else 'no'}; commit {first['git_commit'][:7]}), "
+            f"{'the' if current else 'the superseded'} {PRECISION_WORDS[recipe.precision]} recipe ({recipe.label}) "
+            f"averaged {mean:.2%} official test accuracy over {len(records)} seeds in "
+            f"{statistics.mean(r['wall_seconds'] for r in records):.0f} s (longest "
+            f"{max(r['wall_seconds'] for r in records):.0f} s): it {'; its longest seed is '.join(target_verdicts(records))}.")
+
+
 def stored_recipe(folder: Path) -> Candidate | None:
     """The recipe of the speedrun records stored in ``folder`` (its first record's), e.g. the earlier five-minute one."""
     first = next(iter(sorted(folder.glob("speedrun-*.json"))), None)
@@ -630,7 +659,7 @@ def stored_study(profile: Profile, seeds: int = 5) -> dict:
         raise FileNotFoundError(f"{versus_path}: python -m utils.speedrun --versus-standard --out {out} makes it")
     return {"entries": entries, "records": records, "versus": json.loads(versus_path.read_text()),
             "chosen": {precision: choose(entries, precision=precision) for precision in PRECISIONS},
-            "superseded": superseded(out), "profile": profile}
+            "superseded": superseded(out), "other_cpus": other_cpu_records(out), "profile": profile}
 
 
 def target_verdicts(records: list[dict]) -> tuple[str, str]:
@@ -706,6 +735,9 @@ def readme_markdown(folder: Path = STORED) -> str:
                      f"a machine's speed between sessions; the ratio, both sides in one process, is the figure to read.")
     for recipe, records in superseded(folder):
         lines += ["", f"Also stored in `{shown}/`: {superseded_sentence(recipe, records)}."]
+    for cpu_folder, recipe, records in other_cpu_records(folder):
+        lines += ["", f"Measured on another CPU as well (`{shown}/{cpu_folder.relative_to(folder)}/`):", "",
+                  *records_markdown(records, recipe.precision)]
     return "\n".join(lines).rstrip()
 
 
