@@ -245,6 +245,16 @@ def test_seeds_timed_on_another_cpu_are_shown_with_their_cpu_named(tmp_path):
     page = speedrun.readme_markdown(tmp_path)
     assert "Measured on another CPU as well (" in page and " on Some CPU (2 threads" in page
     assert speedrun.targets_sentence(records) in page
+    from utils.report import speedrun_finding
+    assert speedrun_finding(tmp_path) is None  # no seeds on the search's CPU: no finding
+    searched = speedrun.read_speedruns(recipe=SPEEDRUN_FP32)
+    for record in searched:
+        (tmp_path / f"{record['run']}.json").write_text(json.dumps(record))
+    finding = speedrun_finding(tmp_path)
+    assert finding.startswith(f"A speedrun on two CPU cores ({searched[0]['cpu']}, {searched[0]['threads']} threads)")
+    mean = sum(r["test"]["acc"] for r in records) / 2
+    assert finding.endswith(f" Timed on another CPU too: float32 {100 * mean:.2f}% over 2 seeds on Some CPU (2 threads, "
+                            "longest seed 160 s).")
 
 
 def test_progressive_resizing_trains_the_first_epochs_small_and_always_ends_at_full_size():
