@@ -206,7 +206,7 @@ def test_baseline_pairs_say_what_lifts_resnet18_and_call_a_partial_pair_pending(
             _pair_row("Lite0: ImageNet weights vs scratch", [0.5, 0.7, 0.9], 3, {"0": 0.98, "1": 0.98, "2": 0.98})]
     text = baseline_pairs_sentence(rows, tex=False)
     assert "ResNet-18 trained with this recipe" in text and "over 1 seed," in text
-    assert f"{100 * published:.1f}%" in text and "+1.50 points on the same architecture, so from the recipe" in text
+    assert f"{100 * published:.1f}%" in text and "+1.50 points on the same architecture; the recipe is the difference we know of, but 1 seed against" in text
     # One seed of three: the difference is said, the verdict is not.
     assert "ResNet-18 against DeepEfficientNet: +0.30 official test points on 1 of 3 planned seeds, no verdict" in text
     assert "EfficientNet-Lite0 from ImageNet weights is ahead of the same model from scratch by +0.70" in text
@@ -226,3 +226,16 @@ def test_the_ingredients_finding_sets_each_claim_beside_its_measured_difference(
     # No claim was made for the previous recipe's augmentation; an ingredient with no run stored is not mentioned.
     assert "affine" not in text and "regularisation" not in text
     assert ingredients_finding([]) == ""
+
+
+def test_slow_epochs_are_found_from_a_records_own_epoch_times():
+    from utils.report import slow_epoch_minutes, slow_epochs_sentence
+    steady = [60.0 * (i + 1) for i in range(10)]  # one minute an epoch, cumulative
+    paused = steady[:4] + [t + 30 * 60 for t in steady[4:]]  # epoch 5 took 31 minutes
+    record = {"run": "simple_cnn-bloodmnist-full-s0-0123456789", "profile": "full", "device": "cpu (x86_64, 1 threads)",
+              "history": [{"epoch": i + 1, "seconds": t} for i, t in enumerate(paused)]}
+    assert slow_epoch_minutes(record) == (30.0, 1)
+    assert slow_epoch_minutes(dict(record, history=[{"seconds": t} for t in steady])) == (0.0, 0)
+    sentence = slow_epochs_sentence([record, dict(record, profile="cpu"), dict(record, device="NVIDIA H100")])
+    assert sentence.endswith(": simple_cnn-bloodmnist-full-s0 (30 min in 1 epoch).")
+    assert slow_epochs_sentence([dict(record, history=[{"seconds": t} for t in steady])]) == ""

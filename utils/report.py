@@ -340,7 +340,7 @@ MACROS = (
     "HeadlineModels", "HeadlineRuns", "HeadlineDevices", "HeadlineBest", "HeadlineBestTestAcc", "HeadlineAheadSentence", "RoadGradCAM", "RoadGradCAMpp", "RoadN",
     "RoadRandom", "RoadVerdict", "PcamBudget", "TopConfusions", "DeepEffSeedsPhrase", "GradcamRun", "GradcamBudget", "ZooBest", "ZooBestTestAcc",
     "SpeedrunCandidates", "SpeedrunRetimed", "SpeedrunTrainings", "SpeedrunFinalists", "SpeedrunFinalistSeeds", "SpeedrunSuperseded", "SpeedrunLimit", "SpeedrunTimeLimit", "SpeedrunAim", "SpeedrunTarget",
-    "SpeedrunOtherCpus", "SpeedrunSearchMachine", "SpeedrunSpeedup", "SpeedrunStandardSeconds", "SpeedrunVersusSeconds", "SpeedrunVersusRecipe",
+    "SpeedrunOtherCpus", "ProvenanceSlowEpochs", "SpeedrunSearchMachine", "SpeedrunSpeedup", "SpeedrunStandardSeconds", "SpeedrunVersusSeconds", "SpeedrunVersusRecipe",
     "SpeedrunVersusTestAcc", "SpeedrunStandardTestAcc", "SpeedrunVersusThreads", "SpeedrunMalloc", "SpeedrunTtaWins", "SpeedrunTtaGain", "SpeedrunPlainLead",
     *(f"{prefix}{name}" for prefix in ("SpeedrunBf", "SpeedrunFp") for name in (
         "Recipe", "Seeds", "TestAcc", "TestAccMean", "ValAccMean", "Seconds", "SecondsMax", "Machine", "Targets", "Commit")),
@@ -972,8 +972,8 @@ def speedrun_section(results: Path) -> Section:
     from statistics import mean, stdev
     from .speedrun import (AIM_SECONDS, EARLIER, PLAIN_SCORED_CHOICE, PRECISIONS, SEARCH_LIMIT_SECONDS, TARGET_ACCURACY,
                            TIME_LIMIT_SECONDS, other_cpu_records, other_cpu_sentence, read_candidates, read_speedruns, recipe_for,
-                           retimed_sentence, search_rows, stored_recipe, superseded, superseded_sentence, target_verdicts,
-                           tta_wins)
+                           retimed_sentence, search_rows, stored_recipe, superseded, superseded_note, superseded_sentence,
+                           target_verdicts, tta_wins)
     folder = results / "speedrun"
     entries = read_candidates(folder, missing_ok=True)
     if not entries:
@@ -1017,7 +1017,7 @@ def speedrun_section(results: Path) -> Section:
     if versus:
         m.update(SpeedrunSpeedup=f"{versus['speedup']:.1f}", SpeedrunStandardSeconds=f"{versus['standard']['seconds']:.0f}",
                  SpeedrunVersusSeconds=f"{versus['speedrun']['seconds']:.0f}",
-                 SpeedrunVersusRecipe=tex_escape(versus["speedrun"]["label"]),
+                 SpeedrunVersusRecipe=tex_escape(versus["speedrun"]["label"] + superseded_note(versus)),
                  SpeedrunVersusTestAcc=pct(versus["speedrun"]["test_acc"]),
                  SpeedrunStandardTestAcc=pct(versus["standard"]["test_acc"]), SpeedrunVersusThreads=str(versus["threads"]))
         stored = [r for r in load_results(results / "runs", model="simple_cnn", dataset="bloodmnist", profile="full",
@@ -1044,8 +1044,9 @@ def speedrun_section(results: Path) -> Section:
         m.update(SpeedrunEarlierTestAcc=pct(mean(r["test"]["acc"] for r in earlier)),
                  SpeedrunEarlierSeconds=f"{mean(r['wall_seconds'] for r in earlier):.0f}",
                  SpeedrunEarlierMachine=tex_escape(earlier[0]["cpu"]), SpeedrunEarlierRecipe=tex_escape(earlier[0]["label"]))
+    # The labels wrap: the longest ones are wider than the page at 8 pt.
     return m, {"speedrun": _table(["Candidate", "Seeds", "Val acc (\\%)", "Seconds"], rows, "not measured yet",
-                                  align="lrrr")}
+                                  align=r">{\raggedright\arraybackslash}p{0.58\linewidth}rrr")}
 
 
 def versions_section(results: Path) -> Section:
@@ -1054,7 +1055,38 @@ def versions_section(results: Path) -> Section:
         return {}, {}
     versions = Counter(r["torch_version"] for r in runs)
     return {"TorchVersions": tex_escape(", ".join(f"{v} ({n} run{'s' if n > 1 else ''})"
-                                                  for v, n in versions.most_common()))}, {}
+                                                  for v, n in versions.most_common())),
+            "ProvenanceSlowEpochs": tex_escape(slow_epochs_sentence(runs))}, {}
+
+
+def slow_epoch_minutes(record: dict, factor: float = 2.0) -> tuple[float, int]:
+    """The minutes a run's epochs spent beyond its median epoch, summed over the epochs that took more than ``factor``
+    times the median (a paused worker, or a core shared with other work), and how many epochs those were."""
+    seconds = [epoch["seconds"] for epoch in record.get("history") or [] if "seconds" in epoch]  # since training began
+    durations = [b - a for a, b in zip([0.0] + seconds, seconds)]
+    if len(durations) < 3:
+        return 0.0, 0
+    median = sorted(durations)[len(durations) // 2]
+    slow = [d - median for d in durations if d > factor * median]
+    return sum(slow) / 60, len(slow)
+
+
+def slow_epochs_sentence(runs: list[dict], at_least_minutes: float = 10.0) -> str:
+    """The full-budget CPU runs whose training seconds hold ``at_least_minutes`` or more of slow epochs
+    (``slow_epoch_minutes``), found from their own per-epoch times, so no pause goes unlisted."""
+    listed = []
+    for record in sorted(runs, key=lambda r: r["run"]):
+        if record.get("profile") == "full" and str(record.get("device", "")).startswith("cpu"):
+            minutes, epochs = slow_epoch_minutes(record)
+            if minutes >= at_least_minutes:
+                listed.append(f"{record['run'].rsplit('-', 1)[0]} ({minutes:.0f} min in {epochs} epoch"
+                              f"{'s' if epochs > 1 else ''})")
+    if not listed:
+        return ""
+    return (f"Found from the records' own per-epoch times, the full-budget CPU runs whose training seconds include "
+            f"{at_least_minutes:.0f} minutes or more spent in epochs that took over twice the run's median epoch (a "
+            f"paused worker, or a core shared with other work; their time columns are that much longer than the "
+            f"training itself): {'; '.join(listed)}.")
 
 
 def published_at_28() -> list[tuple[str, float]]:
@@ -1197,8 +1229,9 @@ def baseline_pairs_sentence(rows: list[dict], tex: bool = True) -> str:
             f"{len(stored)} seed{'s' if len(stored) > 1 else ''}, against the "
             f"{pct(published, 1)}{percent} MedMNIST v2 reports for the same architecture at "
             f"{TEX_28 if tex else '28x28'} with its own recipe "
-            f"({_signed_for(tex)(100 * (mean - published))} points on the same architecture, so "
-            "from the recipe; one published number, no interval); under the same recipe, "
+            f"({_signed_for(tex)(100 * (mean - published))} points on the same architecture; the recipe is the "
+            f"difference we know of, but {len(stored)} seed{'s' if len(stored) > 1 else ''} against one published "
+            "number, with no interval, does not rule out others); under the same recipe, "
             + pair_sentence(resnet, "ResNet-18", "DeepEfficientNet", tex))
     if lite and lite["seeds_paired"]:
         sentences.append(pair_sentence(lite, "EfficientNet-Lite0 from ImageNet weights", "the same model from scratch",
@@ -1299,7 +1332,7 @@ def speedrun_finding(folder: Path) -> str | None:
             cpu = cpu or f"{records[0]['cpu']}, {records[0]['threads']} threads"
     if not parts:
         return None
-    timed = (f"every seed within its {TIME_LIMIT_SECONDS} s limit" if not over else
+    timed = (f"every seed within its {TIME_LIMIT_SECONDS} s limit in the session that timed it" if not over else
              f"over its {TIME_LIMIT_SECONDS} s limit in {' and '.join(over)}")
     current = {recipe_for(precision) for precision in PRECISIONS}
     others = [f"{PRECISION_WORDS[recipe.precision]} {100 * sum(r['test']['acc'] for r in records) / len(records):.2f}% "
