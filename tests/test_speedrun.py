@@ -209,6 +209,9 @@ def test_versus_standard_times_both_recipes_in_one_process(tmp_path):
     assert record["standard"]["config"]["epochs"] == 1 and record["standard"]["config"]["amp"] == "auto"
     assert record["standard"]["seconds"] > 0 and record["speedrun"]["seconds"] > 0 and record["threads"] >= 1
     assert json.loads((tmp_path / "versus_standard.json").read_text())["speedup"] == record["speedup"]
+    assert speedrun.superseded_note(record) == ""  # the current float32 recipe
+    earlier = dict(record, speedrun=dict(record["speedrun"], recipe=dataclasses.asdict(dataclasses.replace(SPEEDRUN_FP32, epochs=45))))
+    assert "since superseded" in speedrun.superseded_note(earlier)
     with pytest.raises(FileExistsError, match="--force"):
         speedrun.versus_standard(get_profile("smoke"), tmp_path)
 

@@ -727,7 +727,7 @@ def readme_markdown(folder: Path = STORED) -> str:
     if versus_path.is_file():
         v = json.loads(versus_path.read_text())
         lines.append(f"Side by side in one process (`python -m utils.speedrun --versus-standard`, {v['threads']} threads, "
-                     f"seed {v['seed']}, {v['cpu']}): the speedrun ({v['speedrun']['label']}) took "
+                     f"seed {v['seed']}, {v['cpu']}): the speedrun ({v['speedrun']['label']}{superseded_note(v)}) took "
                      f"{v['speedrun']['seconds']:.0f} s (test {v['speedrun']['test_acc']:.2%}), SimpleCNN with the "
                      f"standard recipe ({v['standard']['config']['epochs']} epochs in float32, validated after every "
                      f"epoch, its best epoch kept) {v['standard']['seconds']:.0f} s (test "
@@ -739,6 +739,13 @@ def readme_markdown(folder: Path = STORED) -> str:
         lines += ["", f"Measured on another CPU as well (`{shown}/{cpu_folder.relative_to(folder)}/`):", "",
                   *records_markdown(records, recipe.precision)]
     return "\n".join(lines).rstrip()
+
+
+def superseded_note(versus: dict) -> str:
+    """", a recipe since superseded ..." where the side-by-side timing ``versus`` timed neither precision's recipe."""
+    if Candidate(**versus["speedrun"]["recipe"]) in {recipe_for(precision) for precision in PRECISIONS}:
+        return ""
+    return "; a recipe since superseded, and the current recipes are not timed this way yet"
 
 
 def mean_sd(values: list[float]) -> str:
