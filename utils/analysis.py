@@ -174,17 +174,20 @@ def scaling_study(studies: dict[str, dict], targets: dict[str, float]) -> dict:
     return out
 
 
+def identity_but_epochs(record: dict) -> dict:
+    """What names a run but its epochs: two records with the same one differ in nothing else."""
+    return {"config": dict(record["config"], epochs=None),
+            **{k: record.get(k) for k in ("model", "dataset", "profile", "profile_limits", "model_kwargs", "train_limit",
+                                          "seed")}}
+
+
 def epoch_variants(record: dict) -> list[dict]:
     """The stored runs in ``record``'s folder that differ from it in nothing but their epochs (itself included),
     each labelled as ``record`` (else by its model): the stored JSON has no label, and only the epochs differ."""
     from .experiment import load_results
-
-    def identity(r: dict) -> dict:
-        return {"config": dict(r["config"], epochs=None),
-                **{k: r.get(k) for k in ("model", "dataset", "profile", "profile_limits", "model_kwargs", "train_limit",
-                                         "seed")}}
     return [dict(r, label=record.get("label", record["model"]))
-            for r in load_results(Path(record["predictions"]).parent) if identity(r) == identity(record)]
+            for r in load_results(Path(record["predictions"]).parent)
+            if identity_but_epochs(r) == identity_but_epochs(record)]
 
 
 def pcam_levers(records: list[dict], best: dict, best_tta: dict, scaling: dict,
