@@ -239,3 +239,20 @@ def test_slow_epochs_are_found_from_a_records_own_epoch_times():
     sentence = slow_epochs_sentence([record, dict(record, profile="cpu"), dict(record, device="NVIDIA H100")])
     assert sentence.endswith(": simple_cnn-bloodmnist-full-s0 (30 min in 1 epoch).")
     assert slow_epochs_sentence([dict(record, history=[{"seconds": t} for t in steady])]) == ""
+
+
+def test_an_interval_end_that_rounds_onto_the_other_is_given_to_two_decimals(monkeypatch):
+    import utils.report as report
+    n = 3421
+    published_high = report.wilson_interval(0.95, n)[1]
+    # The smallest accuracy whose interval lies above the published one: its lower end rounds onto that upper end.
+    acc = next(a / 10000 for a in range(9500, 9900) if report.wilson_interval(a / 10000, n)[0] > published_high)
+    ours_low = report.wilson_interval(acc, n)[0]
+    assert report.pct(ours_low, 1) == report.pct(published_high, 1)
+    monkeypatch.setattr(report, "PUBLISHED", [("bloodmnist", "Theirs", None, 28, n, 0.95, "")])
+    monkeypatch.setattr(report, "our_bloodmnist_rows", lambda results: [{"name": "Ours", "acc": acc, "n": n}])
+    assert report.published_verdict(None).endswith(
+        f"lies above every published interval (its lower end {report.pct(ours_low)} against Theirs's upper "
+        f"{report.pct(published_high)}).")
+    monkeypatch.setattr(report, "our_bloodmnist_rows", lambda results: [{"name": "Ours", "acc": 0.97, "n": n}])
+    assert report.published_verdict(None).endswith("lies above every published interval.")

@@ -1597,8 +1597,13 @@ def published_verdict(results: Path) -> str:
         said = [f"{verb} {'every published interval' if len(names) == len(published) else _and(names)}"
                 for verb, names in (("overlaps", groups["overlapping"]), ("lies below", groups["below"]),
                                     ("lies above", groups["above"])) if names]
+        # Where an end that decides is within the table's one decimal of the other interval's, two decimals say why.
+        close = [f"its lower end {pct(low)} against {p}'s upper {pct(hi)}" for p, (_, hi) in published
+                 if p in groups["above"] and pct(low, 1) == pct(hi, 1)]
+        close += [f"its upper end {pct(high)} against {p}'s lower {pct(lo)}" for p, (lo, _) in published
+                  if p in groups["below"] and pct(high, 1) == pct(lo, 1)]
         sentences.append(f"{row['name']} ({pct(row['acc'], 1)}%, interval {pct(low, 1)}-{pct(high, 1)}) "
-                         + ", and ".join(said) + ".")
+                         + ", and ".join(said) + (f" ({'; '.join(close)})" if close else "") + ".")
     return tex_escape(" ".join(sentences))
 
 
