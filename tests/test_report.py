@@ -237,7 +237,8 @@ def test_slow_epochs_are_found_from_a_records_own_epoch_times():
     assert slow_epoch_minutes(record) == (30.0, 1)
     assert slow_epoch_minutes(dict(record, history=[{"seconds": t} for t in steady])) == (0.0, 0)
     sentence = slow_epochs_sentence([record, dict(record, profile="cpu"), dict(record, device="NVIDIA H100")])
-    assert sentence.endswith(": simple_cnn-bloodmnist-full-s0 (30 min in 1 epoch).")
+    assert sentence.endswith(": simple_cnn-bloodmnist-full-s0-0123456789 (30 min over 1 epoch).")
+    assert "over 2 times that median" in sentence
     assert slow_epochs_sentence([dict(record, history=[{"seconds": t} for t in steady])]) == ""
 
 
@@ -252,7 +253,7 @@ def test_an_interval_end_that_rounds_onto_the_other_is_given_to_two_decimals(mon
     monkeypatch.setattr(report, "PUBLISHED", [("bloodmnist", "Theirs", None, 28, n, 0.95, "")])
     monkeypatch.setattr(report, "our_bloodmnist_rows", lambda results: [{"name": "Ours", "acc": acc, "n": n}])
     assert report.published_verdict(None).endswith(
-        f"lies above every published interval (its lower end {report.pct(ours_low)} against Theirs's upper "
+        f"lies above every published interval (its lower end {report.pct(ours_low)} against the upper end of Theirs, "
         f"{report.pct(published_high)}).")
     monkeypatch.setattr(report, "our_bloodmnist_rows", lambda results: [{"name": "Ours", "acc": 0.97, "n": n}])
     assert report.published_verdict(None).endswith("lies above every published interval.")

@@ -242,6 +242,16 @@ def test_seeds_timed_on_another_cpu_are_shown_with_their_cpu_named(tmp_path):
                                                                       wall_seconds=160.0)))
     ((folder, recipe, records),) = speedrun.other_cpu_records(tmp_path)
     assert folder == other and recipe == SPEEDRUN_FP32 and [r["seed"] for r in records] == [0, 1]
+    earlier = dataclasses.replace(SPEEDRUN_FP32, epochs=45)
+    (other / "speedrun-earlier.json").write_text(json.dumps(dict(records[0], recipe=dataclasses.asdict(earlier),
+                                                                 created="2000-01-01T00:00:00Z")))
+    (other / "speedrun-smoke.json").write_text(json.dumps(dict(records[0], profile="smoke")))  # a test's, not shown
+    (_, first, (only,)), (_, second, _) = speedrun.other_cpu_records(tmp_path)
+    assert (first, second) == (earlier, SPEEDRUN_FP32)
+    assert "an earlier, no longer current float32 recipe" in speedrun.other_cpu_sentence(first, [only])
+    assert " over 1 seed in " in speedrun.other_cpu_sentence(first, [only])
+    for path in ("speedrun-earlier.json", "speedrun-smoke.json"):
+        (other / path).unlink()
     sentence = speedrun.other_cpu_sentence(recipe, records)
     assert sentence.startswith("On Some CPU (2 threads, bfloat16 in hardware: no;") and "the float32 recipe" in sentence
     assert "its longest seed is over the 150 s limit by 10 s" in sentence
@@ -256,8 +266,8 @@ def test_seeds_timed_on_another_cpu_are_shown_with_their_cpu_named(tmp_path):
     finding = speedrun_finding(tmp_path)
     assert finding.startswith(f"A speedrun on two CPU cores ({searched[0]['cpu']}, {searched[0]['threads']} threads)")
     mean = sum(r["test"]["acc"] for r in records) / 2
-    assert finding.endswith(f" Timed on another CPU too: float32 {100 * mean:.2f}% over 2 seeds on Some CPU (2 threads, "
-                            "longest seed 160 s).")
+    assert finding.endswith(f" Timed on another CPU too: float32 {100 * mean:.2f}% over 2 seeds on Some CPU (2 threads), "
+                            "longest seed 160 s, over the limit.")
 
 
 def test_progressive_resizing_trains_the_first_epochs_small_and_always_ends_at_full_size():

@@ -4,7 +4,7 @@
 entry points (notebooks, command lines) only; below them the ``Profile`` object is passed down.
 - smoke: a few hundred images of each split, 1 epoch: seconds, for tests and nbval.
 - cpu:   all data, epochs cut so one model trains in about 10 minutes on 2 CPU cores.
-- full:  the paper recipe (50 epochs): minutes a run on a GPU, a quarter of an hour (SimpleCNN) to about eight hours
+- full:  the paper recipe (50 epochs): minutes a run on a GPU, a quarter of an hour (SimpleCNN) to about five hours
   (ResNet-18) a run on one CPU core.
 """
 from __future__ import annotations

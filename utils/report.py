@@ -1052,10 +1052,9 @@ def speedrun_section(results: Path) -> Section:
 def versions_section(results: Path) -> Section:
     runs = load_results(results / "runs")
     if not runs:
-        return {}, {}
+        return {"ProvenanceSlowEpochs": ""}, {}
     versions = Counter(r["torch_version"] for r in runs)
-    return {"TorchVersions": tex_escape(", ".join(f"{v} ({n} run{'s' if n > 1 else ''})"
-                                                  for v, n in versions.most_common())),
+    return {"TorchVersions": tex_escape(", ".join(f"{v} ({n} {plural(n, 'run')})" for v, n in versions.most_common())),
             "ProvenanceSlowEpochs": tex_escape(slow_epochs_sentence(runs))}, {}
 
 
@@ -1071,22 +1070,25 @@ def slow_epoch_minutes(record: dict, factor: float = 2.0) -> tuple[float, int]:
     return sum(slow) / 60, len(slow)
 
 
-def slow_epochs_sentence(runs: list[dict], at_least_minutes: float = 10.0) -> str:
-    """The full-budget CPU runs whose training seconds hold ``at_least_minutes`` or more of slow epochs
-    (``slow_epoch_minutes``), found from their own per-epoch times, so no pause goes unlisted."""
+def slow_epochs_sentence(runs: list[dict], at_least_minutes: float = 10.0, factor: float = 2.0) -> str:
+    """The full-budget CPU runs whose training seconds hold ``at_least_minutes`` or more beyond their median epoch in
+    slow epochs (``slow_epoch_minutes``), found from their own per-epoch times, so no pause goes unlisted."""
     listed = []
     for record in sorted(runs, key=lambda r: r["run"]):
         if record.get("profile") == "full" and str(record.get("device", "")).startswith("cpu"):
-            minutes, epochs = slow_epoch_minutes(record)
+            minutes, epochs = slow_epoch_minutes(record, factor)
             if minutes >= at_least_minutes:
-                listed.append(f"{record['run'].rsplit('-', 1)[0]} ({minutes:.0f} min in {epochs} epoch"
-                              f"{'s' if epochs > 1 else ''})")
+                listed.append(f"{record['run']} ({minutes:.0f} min over {epochs} {plural(epochs, 'epoch')})")
     if not listed:
         return ""
-    return (f"Found from the records' own per-epoch times, the full-budget CPU runs whose training seconds include "
-            f"{at_least_minutes:.0f} minutes or more spent in epochs that took over twice the run's median epoch (a "
-            f"paused worker, or a core shared with other work; their time columns are that much longer than the "
-            f"training itself): {'; '.join(listed)}.")
+    return (f"Found from the records' own per-epoch times, the full-budget CPU runs (by record name) whose training "
+            f"seconds hold {at_least_minutes:.0f} minutes or more beyond their median epoch in epochs that took over "
+            f"{factor:g} times that median (a paused worker, or a core shared with other work; their time columns are "
+            f"that much longer than the training itself): {'; '.join(listed)}.")
+
+
+def plural(n: int, word: str) -> str:
+    return word if n == 1 else f"{word}s"
 
 
 def published_at_28() -> list[tuple[str, float]]:
@@ -1317,14 +1319,14 @@ def speedrun_finding(folder: Path) -> str | None:
     """The speedrun in one sentence: each precision's mean test accuracy over its seeds and its longest seed, against
     the targets."""
     from .speedrun import (PRECISION_WORDS, PRECISIONS, TIME_LIMIT_SECONDS, other_cpu_records, read_speedruns,
-                           recipe_for, target_verdicts)
+                           recipe_for, seeds_words, target_verdicts)
     parts, verdicts, over, cpu = [], [], [], None
     for precision in reversed(PRECISIONS):  # float32 first: every x86 CPU runs it
         if records := read_speedruns(folder, recipe_for(precision)):
             longest = max(r["wall_seconds"] for r in records)
             verdicts.append(f"{PRECISION_WORDS[precision]} {target_verdicts(records)[0]}")
             mean = sum(r["test"]["acc"] for r in records) / len(records)
-            parts.append((f"{100 * mean:.2f}% test accuracy over {len(records)} seeds in {PRECISION_WORDS[precision]} "
+            parts.append((f"{100 * mean:.2f}% test accuracy over {seeds_words(len(records))} in {PRECISION_WORDS[precision]} "
                           f"(longest seed {longest:.0f} s)") if not parts else
                          f"{100 * mean:.2f}% in {PRECISION_WORDS[precision]} (longest {longest:.0f} s)")
             if late := sum(r["wall_seconds"] > TIME_LIMIT_SECONDS for r in records):
@@ -1335,11 +1337,16 @@ def speedrun_finding(folder: Path) -> str | None:
     timed = (f"every seed within its {TIME_LIMIT_SECONDS} s limit in the session that timed it" if not over else
              f"over its {TIME_LIMIT_SECONDS} s limit in {' and '.join(over)}")
     current = {recipe_for(precision) for precision in PRECISIONS}
-    others = [f"{PRECISION_WORDS[recipe.precision]} {100 * sum(r['test']['acc'] for r in records) / len(records):.2f}% "
-              f"over {len(records)} seeds on {records[0]['cpu']} ({records[0]['threads']} threads, longest seed "
-              f"{max(r['wall_seconds'] for r in records):.0f} s)"
-              for _, recipe, records in other_cpu_records(folder) if recipe in current]
-    timed_elsewhere = f" Timed on another CPU too: {'; '.join(others)}." if others else ""
+    others, cpus = [], set()
+    for _, recipe, records in other_cpu_records(folder):
+        if recipe in current:
+            longest = max(r["wall_seconds"] for r in records)
+            others.append(f"{PRECISION_WORDS[recipe.precision]} {100 * sum(r['test']['acc'] for r in records) / len(records):.2f}% "
+                          f"over {seeds_words(len(records))} on {records[0]['cpu']} ({records[0]['threads']} threads), "
+                          f"longest seed {longest:.0f} s, {'within' if longest <= TIME_LIMIT_SECONDS else 'over'} the limit")
+            cpus.add(records[0]["cpu"])
+    timed_elsewhere = (f" Timed on {'another CPU' if len(cpus) == 1 else 'other CPUs'} too: {'; '.join(others)}."
+                       if others else "")
     return (f"A speedrun on two CPU cores ({cpu}) averages {' and '.join(parts)}, {timed}; {'; '.join(verdicts)}."
             + timed_elsewhere)
 
@@ -1598,9 +1605,9 @@ def published_verdict(results: Path) -> str:
                 for verb, names in (("overlaps", groups["overlapping"]), ("lies below", groups["below"]),
                                     ("lies above", groups["above"])) if names]
         # Where an end that decides is within the table's one decimal of the other interval's, two decimals say why.
-        close = [f"its lower end {pct(low)} against {p}'s upper {pct(hi)}" for p, (_, hi) in published
+        close = [f"its lower end {pct(low)} against the upper end of {p}, {pct(hi)}" for p, (_, hi) in published
                  if p in groups["above"] and pct(low, 1) == pct(hi, 1)]
-        close += [f"its upper end {pct(high)} against {p}'s lower {pct(lo)}" for p, (lo, _) in published
+        close += [f"its upper end {pct(high)} against the lower end of {p}, {pct(lo)}" for p, (lo, _) in published
                   if p in groups["below"] and pct(high, 1) == pct(lo, 1)]
         sentences.append(f"{row['name']} ({pct(row['acc'], 1)}%, interval {pct(low, 1)}-{pct(high, 1)}) "
                          + ", and ".join(said) + (f" ({'; '.join(close)})" if close else "") + ".")

@@ -537,19 +537,20 @@ def superseded_sentence(recipe: Candidate, records: list[dict]) -> str:
     chosen = ("chosen by round ten of the search, while plain scores still competed with TTA's" if recipe == PLAIN_SCORED_CHOICE
               else "chosen by an earlier round of the search")
     return (f"{recipe.label}, {chosen}: {statistics.mean(r['test']['acc'] for r in records):.2%} "
-            f"mean official test accuracy over {len(records)} seeds, the longest {max(r['wall_seconds'] for r in records):.0f} s "
+            f"mean official test accuracy over {seeds_words(len(records))}, the longest {max(r['wall_seconds'] for r in records):.0f} s "
             f"(commit {records[0]['git_commit'][:7]}, {records[0]['cpu']}, {records[0]['threads']} threads)")
 
 
-def other_cpu_records(folder: Path = STORED) -> list[tuple[Path, Candidate, list[dict]]]:
-    """The seeds stored under ``<folder>/other-cpus/<cpu>/``, as (its folder, the recipe, its records by seed), by folder
-    and then the order the recipes were run."""
-    groups = []
+def other_cpu_records(folder: Path = STORED, profile: Profile | str = "cpu") -> list[tuple[Path, Candidate, list[dict]]]:
+    """The seeds of ``profile`` stored under ``<folder>/other-cpus/<cpu>/``, as (its folder, the recipe, its records by
+    seed), by folder and then the order the recipes were run."""
+    profile, groups = as_profile(profile), []
     for cpu_folder in sorted(p for p in (folder / OTHER_CPUS.name).glob("*") if p.is_dir()):
         recipes: dict[Candidate, list[dict]] = {}
         for path in sorted(cpu_folder.glob("speedrun-*.json")):
             record = json.loads(path.read_text())
-            recipes.setdefault(Candidate(**record["recipe"]), []).append(record)
+            if record["profile"] == profile.name:
+                recipes.setdefault(Candidate(**record["recipe"]), []).append(record)
         groups += [(cpu_folder, recipe, sorted(records, key=lambda r: r["seed"]))
                    for recipe, records in sorted(recipes.items(), key=lambda group: min(r["created"] for r in group[1]))]
     return groups
@@ -561,10 +562,14 @@ def other_cpu_sentence(recipe: Candidate, records: list[dict]) -> str:
     mean = statistics.mean(r["test"]["acc"] for r in records)
     return (f"On {first['cpu']} ({first['threads']} threads, bfloat16 in hardware: "
             f"{'yes' if first['native_bf16'] else 'no'}; commit {first['git_commit'][:7]}), "
-            f"{'the' if current else 'the superseded'} {PRECISION_WORDS[recipe.precision]} recipe ({recipe.label}) "
-            f"averaged {mean:.2%} official test accuracy over {len(records)} seeds in "
+            f"{'the' if current else 'an earlier, no longer current'} {PRECISION_WORDS[recipe.precision]} recipe "
+            f"({recipe.label}) averaged {mean:.2%} official test accuracy over {seeds_words(len(records))} in "
             f"{statistics.mean(r['wall_seconds'] for r in records):.0f} s (longest "
             f"{max(r['wall_seconds'] for r in records):.0f} s): it {'; its longest seed is '.join(target_verdicts(records))}.")
+
+
+def seeds_words(n: int) -> str:
+    return f"{n} seed" + ("" if n == 1 else "s")
 
 
 def stored_recipe(folder: Path) -> Candidate | None:
@@ -659,7 +664,7 @@ def stored_study(profile: Profile, seeds: int = 5) -> dict:
         raise FileNotFoundError(f"{versus_path}: python -m utils.speedrun --versus-standard --out {out} makes it")
     return {"entries": entries, "records": records, "versus": json.loads(versus_path.read_text()),
             "chosen": {precision: choose(entries, precision=precision) for precision in PRECISIONS},
-            "superseded": superseded(out), "other_cpus": other_cpu_records(out), "profile": profile}
+            "superseded": superseded(out), "other_cpus": other_cpu_records(out, profile), "profile": profile}
 
 
 def target_verdicts(records: list[dict]) -> tuple[str, str]:
@@ -686,7 +691,7 @@ def targets_sentence(records: list[dict]) -> str:
     accuracy_verdict, time_verdict = target_verdicts(records)
     mean = statistics.mean(r["test"]["acc"] for r in records)
     longest = max(r["wall_seconds"] for r in records)
-    return (f"Mean official test accuracy over {len(records)} seeds {mean:.2%}: it {accuracy_verdict}; the longest "
+    return (f"Mean official test accuracy over {seeds_words(len(records))} {mean:.2%}: it {accuracy_verdict}; the longest "
             f"seed took {longest:.0f} s, {time_verdict}.")
 
 
@@ -742,7 +747,7 @@ def readme_markdown(folder: Path = STORED) -> str:
 
 
 def superseded_note(versus: dict) -> str:
-    """", a recipe since superseded ..." where the side-by-side timing ``versus`` timed neither precision's recipe."""
+    """"; a recipe since superseded ..." where the side-by-side timing ``versus`` timed neither precision's recipe."""
     if Candidate(**versus["speedrun"]["recipe"]) in {recipe_for(precision) for precision in PRECISIONS}:
         return ""
     return "; a recipe since superseded, and the current recipes are not timed this way yet"
