@@ -257,3 +257,20 @@ def test_an_interval_end_that_rounds_onto_the_other_is_given_to_two_decimals(mon
         f"{report.pct(published_high)}).")
     monkeypatch.setattr(report, "our_bloodmnist_rows", lambda results: [{"name": "Ours", "acc": 0.97, "n": n}])
     assert report.published_verdict(None).endswith("lies above every published interval.")
+
+
+def test_the_attention_finding_gives_each_variant_its_verdict_once_its_seeds_are_all_stored():
+    from utils.report import attention_findings
+
+    def row(backbone, variant, verdict, paired, planned=3):
+        return {"group": "attention", "backbone": backbone, "variant": variant, "verdict": verdict,
+                "seeds_paired": paired, "seeds_planned": planned}
+    rows = [row("EfficientNet-B0", "SE", "no effect detected, interval [-1.27, +0.68] points", 3),
+            row("EfficientNet-B0", "CBAM", "pending (1 of 3 seeds)", 1),
+            row("EfficientNet-B0", "MSFF", "pending (2 of 3 seeds)", 2),
+            row("SimpleCNN", "SE", "helps", 5, 5), {"group": "baselines", "backbone": "x", "verdict": "pending"}]
+    assert attention_findings(rows) == (
+        "Attention is judged by a rule fixed before the test split was read: on EfficientNet-B0 (3 paired seeds) SE: "
+        "no detectable effect; on SimpleCNN (5 paired seeds) SE: helps; the verdicts are still open on "
+        "EfficientNet-B0 for CBAM and MSFF (3 of 6 pairs stored).")
+    assert attention_findings(rows[1:3]).endswith("still open on EfficientNet-B0 (3 of 6 pairs stored).")

@@ -1142,24 +1142,28 @@ def paired_rows(rows: list[dict]) -> list[list[str]]:
 
 
 def attention_findings(rows: list[dict]) -> str:
-    """The abstract's sentence on attention: the verdicts of each backbone whose planned seeds are all stored, and the
-    backbones still open with how many of their pairs are stored."""
+    """The abstract's sentence on attention: per backbone, the verdicts of the variants whose planned seeds are all
+    stored, then the variants still open with how many of their pairs are stored."""
     decided, open_ = [], []
     for backbone in dict.fromkeys(r["backbone"] for r in rows if r["group"] == "attention"):
         group = [r for r in rows if r["group"] == "attention" and r["backbone"] == backbone]
         name = "DeepEfficientNet's own SE" if backbone == "DeepEfficientNet" else backbone
-        if all(not r["verdict"].startswith(("pending", "no verdict")) for r in group):
+        done = [r for r in group if not r["verdict"].startswith(("pending", "no verdict"))]
+        waiting = [r for r in group if r not in done]
+        if done:
             said = {}
-            for r in group:
+            for r in done:
                 verdict = "no detectable effect" if r["verdict"].startswith("no effect") else r["verdict"]
                 said.setdefault(verdict, []).append(r["variant"])
-            decided.append(f"on {name} ({group[0]['seeds_planned']} paired seeds) " + "; ".join(
+            decided.append(f"on {name} ({done[0]['seeds_planned']} paired seeds) " + "; ".join(
                 f"{_and(names)}: {verdict}" for verdict, names in said.items())
-                if backbone != "DeepEfficientNet" else f"{name} ({group[0]['seeds_planned']} paired seeds): "
+                if backbone != "DeepEfficientNet" else f"{name} ({done[0]['seeds_planned']} paired seeds): "
                 + ", ".join(said))
-        else:
-            paired, planned = sum(r["seeds_paired"] for r in group), sum(r["seeds_planned"] for r in group)
-            open_.append(f"{'for ' if backbone == 'DeepEfficientNet' else 'on '}{name} ({paired} of {planned} pairs stored)")
+        if waiting:
+            paired, planned = sum(r["seeds_paired"] for r in waiting), sum(r["seeds_planned"] for r in waiting)
+            which = f" for {_and([r['variant'] for r in waiting])}" if done else ""
+            open_.append(f"{'for ' if backbone == 'DeepEfficientNet' else 'on '}{name}{which} "
+                         f"({paired} of {planned} pairs stored)")
     parts = decided + ([f"the verdicts are still open {_and(open_)}"] if open_ else [])
     return ("Attention is judged by a rule fixed before the test split was read: " + "; ".join(parts) + ".") if parts else ""
 
