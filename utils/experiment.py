@@ -388,7 +388,8 @@ def _train_run(plan: RunPlan, data: ImageDataset | None, data_root, resume: bool
     record = {
         "run": run_name, **identity, **(labels or {}), "seed": seed, "tag": tag,
         "pretrained": bool(model_kwargs.get("pretrained", False)),
-        "device": device_name(device), "torch_version": torch.__version__, "git_commit": commit,
+        # The CPU's model beside the device: a CPU run's seconds depend on it (records before 8 December lack it).
+        "device": device_name(device), "cpu": cpu_model(), "torch_version": torch.__version__, "git_commit": commit,
         "python": platform.python_version(), "params": params, "flops": flops,
         "image_size": data.image_size, "class_names": data.class_names,
         "data": {"source": Path(data.source).name, "md5": data.md5,
