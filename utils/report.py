@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import re
+import statistics
 import sys
 from collections import Counter
 from pathlib import Path
@@ -1065,7 +1066,7 @@ def slow_epoch_minutes(record: dict, factor: float = 2.0) -> tuple[float, int]:
     durations = [b - a for a, b in zip([0.0] + seconds, seconds)]
     if len(durations) < 3:
         return 0.0, 0
-    median = sorted(durations)[len(durations) // 2]
+    median = statistics.median_high(durations)
     slow = [d - median for d in durations if d > factor * median]
     return sum(slow) / 60, len(slow)
 
@@ -1322,8 +1323,8 @@ def recipe_findings(results: Path) -> dict[str, str]:
 def speedrun_finding(folder: Path) -> str | None:
     """The speedrun in one sentence: each precision's mean test accuracy over its seeds and its longest seed, against
     the targets."""
-    from .speedrun import (PRECISION_WORDS, PRECISIONS, TIME_LIMIT_SECONDS, other_cpu_records, read_speedruns,
-                           recipe_for, seeds_words, target_verdicts)
+    from .speedrun import (PRECISION_WORDS, PRECISIONS, TIME_LIMIT_SECONDS, current_recipes, other_cpu_records,
+                           read_speedruns, recipe_for, seeds_words, target_verdicts)
     parts, verdicts, over, cpu = [], [], [], None
     for precision in reversed(PRECISIONS):  # float32 first: every x86 CPU runs it
         if records := read_speedruns(folder, recipe_for(precision)):
@@ -1340,10 +1341,9 @@ def speedrun_finding(folder: Path) -> str | None:
         return None
     timed = (f"every seed within its {TIME_LIMIT_SECONDS} s limit in the session that timed it" if not over else
              f"over its {TIME_LIMIT_SECONDS} s limit in {' and '.join(over)}")
-    current = {recipe_for(precision) for precision in PRECISIONS}
     others, cpus = [], set()
     for _, recipe, records in other_cpu_records(folder):
-        if recipe in current:
+        if recipe in current_recipes():
             longest = max(r["wall_seconds"] for r in records)
             others.append(f"{PRECISION_WORDS[recipe.precision]} {100 * sum(r['test']['acc'] for r in records) / len(records):.2f}% "
                           f"over {seeds_words(len(records))} on {records[0]['cpu']} ({records[0]['threads']} threads), "

@@ -521,16 +521,22 @@ def read_speedruns(out: Path = STORED, recipe: Candidate = SPEEDRUN, profile: Pr
     return sorted((r for r in records if r["run"] == run_name(recipe, r["seed"], profile)), key=lambda r: r["seed"])
 
 
-def superseded(folder: Path = STORED) -> list[tuple[Candidate, list[dict]]]:
-    """The seeds stored in ``folder`` of recipes that are no longer a precision's (an earlier round of the search chose
-    them), by recipe in the order they were run, kept beside the current ones as what was tried."""
-    current = {recipe_for(precision) for precision in PRECISIONS}
+def recipe_groups(folder: Path, keep=lambda record: True) -> list[tuple[Candidate, list[dict]]]:
+    """The speedrun records in ``folder`` that ``keep`` accepts, by recipe in the order the recipes were run, each
+    recipe's by seed."""
     groups: dict[Candidate, list[dict]] = {}
     for path in sorted(folder.glob("speedrun-*.json")):
         record = json.loads(path.read_text())
-        if (recipe := Candidate(**record["recipe"])) not in current:
-            groups.setdefault(recipe, []).append(record)
-    return sorted(groups.items(), key=lambda group: min(r["created"] for r in group[1]))  # in the order they were run
+        if keep(record):
+            groups.setdefault(Candidate(**record["recipe"]), []).append(record)
+    return sorted(((recipe, sorted(records, key=lambda r: r["seed"])) for recipe, records in groups.items()),
+                  key=lambda group: min(r["created"] for r in group[1]))
+
+
+def superseded(folder: Path = STORED) -> list[tuple[Candidate, list[dict]]]:
+    """The seeds stored in ``folder`` of recipes that are no longer a precision's (an earlier round of the search chose
+    them), by recipe in the order they were run, kept beside the current ones as what was tried."""
+    return [(recipe, records) for recipe, records in recipe_groups(folder) if recipe not in current_recipes()]
 
 
 def superseded_sentence(recipe: Candidate, records: list[dict]) -> str:
@@ -544,21 +550,15 @@ def superseded_sentence(recipe: Candidate, records: list[dict]) -> str:
 def other_cpu_records(folder: Path = STORED, profile: Profile | str = "cpu") -> list[tuple[Path, Candidate, list[dict]]]:
     """The seeds of ``profile`` stored under ``<folder>/other-cpus/<cpu>/``, as (its folder, the recipe, its records by
     seed), by folder and then the order the recipes were run."""
-    profile, groups = as_profile(profile), []
-    for cpu_folder in sorted(p for p in (folder / OTHER_CPUS.name).glob("*") if p.is_dir()):
-        recipes: dict[Candidate, list[dict]] = {}
-        for path in sorted(cpu_folder.glob("speedrun-*.json")):
-            record = json.loads(path.read_text())
-            if record["profile"] == profile.name:
-                recipes.setdefault(Candidate(**record["recipe"]), []).append(record)
-        groups += [(cpu_folder, recipe, sorted(records, key=lambda r: r["seed"]))
-                   for recipe, records in sorted(recipes.items(), key=lambda group: min(r["created"] for r in group[1]))]
-    return groups
+    profile = as_profile(profile)
+    return [(cpu_folder, recipe, records)
+            for cpu_folder in sorted(p for p in (folder / OTHER_CPUS.name).glob("*") if p.is_dir())
+            for recipe, records in recipe_groups(cpu_folder, lambda record: record["profile"] == profile.name)]
 
 
 def other_cpu_sentence(recipe: Candidate, records: list[dict]) -> str:
     """One other CPU's seeds of ``recipe`` against the targets, in one sentence that names the CPU."""
-    first, current = records[0], recipe in {recipe_for(precision) for precision in PRECISIONS}
+    first, current = records[0], recipe in current_recipes()
     mean = statistics.mean(r["test"]["acc"] for r in records)
     return (f"On {first['cpu']} ({first['threads']} threads, bfloat16 in hardware: "
             f"{'yes' if first['native_bf16'] else 'no'}; commit {first['git_commit'][:7]}), "
@@ -627,6 +627,11 @@ PRECISIONS = ("bf16", "fp32")
 
 def recipe_for(precision: str) -> Candidate:
     return SPEEDRUN if precision == "bf16" else SPEEDRUN_FP32
+
+
+def current_recipes() -> set[Candidate]:
+    """Each precision's recipe: a stored seed of any other recipe is an earlier choice's."""
+    return {recipe_for(precision) for precision in PRECISIONS}
 
 
 def which_precision(asked: str) -> tuple[str, str]:
@@ -748,7 +753,7 @@ def readme_markdown(folder: Path = STORED) -> str:
 
 def superseded_note(versus: dict) -> str:
     """"; a recipe since superseded ..." where the side-by-side timing ``versus`` timed neither precision's recipe."""
-    if Candidate(**versus["speedrun"]["recipe"]) in {recipe_for(precision) for precision in PRECISIONS}:
+    if Candidate(**versus["speedrun"]["recipe"]) in current_recipes():
         return ""
     return "; a recipe since superseded, and the current recipes are not timed this way yet"
 
